@@ -1,0 +1,27 @@
+# The two commands the README promises: `make demo` and `make test`.
+# Both create or update the virtual environment in .venv first (about 4 minutes the first time).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.plait-installed
+# torch 2.14.1 + torchvision 0.29.1 is the pair that imports cleanly together on this kind of
+# machine (PyPI's torchvision fails beside torch 2.13.0); see docs/ENVIRONMENT.md.
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test install bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[all,test]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/plait demo
+
+test: $(STAMP)
+	PLAIT_PROGRESS=0 $(PY) -m pytest -q
+
+clean:
+	rm -rf plait-demo .pytest_cache

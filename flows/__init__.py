@@ -1,0 +1,1 @@
+"""Encoders, stages, Prefect flows and the ``plait`` CLI (the only layer that imports prefect)."""

@@ -1,0 +1,333 @@
+"""The ``plait`` command line.
+
+Flags parse into the same dataclasses as ``plait.toml``. Single stages run as plain library
+calls (snappy), or as Prefect flows with ``--prefect`` or when ``PREFECT_API_URL`` is set;
+``plait demo`` and ``plait run`` use Prefect by default. Every command takes ``--json``:
+a machine-readable summary on stdout (progress bars and messages go to stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from store.errors import PlaitError
+
+
+def _out(args, payload: dict, text: str) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=2, default=_jsonable))
+    else:
+        print(text)
+
+
+def _jsonable(o):
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _use_prefect(args, default: bool) -> bool:
+    from flows.prefect_env import api_configured
+
+    if args.prefect is not None:
+        return args.prefect
+    return default or api_configured()
+
+
+def _run_flow(name: str, root: Path, **params):
+    from flows.prefect_env import configure
+
+    configure(root)
+    _say(f"starting Prefect flow plait-{name} (ephemeral API unless PREFECT_API_URL is set; ~15-20 s to start)")
+    from flows.pipeline import FLOWS
+
+    return FLOWS[name](str(root), **params)
+
+
+# --- commands ---------------------------------------------------------------------------------
+def cmd_demo(args) -> int:
+    from flows import demo
+
+    t0 = time.perf_counter()
+    root = Path(args.project).resolve()
+    _say(f"plait demo: project {root}")
+    cfg, package = demo.prepare(root, Path(args.data) if args.data else None)
+    _say(f"OpenMoji {demo.openmoji.VERSION} at {package}")
+    if _use_prefect(args, default=True):
+        reports = _run_flow("pipeline", root)
+    else:
+        from flows import runner
+
+        reports = runner.run_all(root)
+    queries = _demo_queries(root, cfg)
+    elapsed = time.perf_counter() - t0
+    payload = {**_reports_payload(reports), "queries": queries, "seconds": round(elapsed, 1), "project": str(root)}
+    _out(args, payload, _demo_text(reports, queries, elapsed, root))
+    return 0
+
+
+def _demo_queries(root: Path, cfg) -> list[dict]:
+    from flows import demo
+    from flows.stages.query import QueryEncoder
+    from store.db import Store
+
+    qe = QueryEncoder(Store(cfg.store_uri), "fused")
+    out = []
+    for text in demo.QUERIES:
+        q = qe.search_text(text, k=3, item_columns=["text", "label_group"])
+        out.append({"query": text, "table": q.result.table, "version": q.result.version, "used": q.used,
+                    "masked": q.masked, "hits": [{"id": h.id, "distance": round(h.distance, 4),
+                                                  "text": h.item.get("text"), "group": h.item.get("label_group")}
+                                                 for h in q.result.hits]})
+    return out
+
+
+def _reports_payload(reports: dict) -> dict:
+    return {k: [dataclasses.asdict(r) for r in v] for k, v in reports.items()}
+
+
+def _stage_lines(reports: dict) -> list[str]:
+    lines = []
+    for r in reports.get("ingest", []):
+        lines.append(f"ingest {r.source}: {r.rows} rows read, {r.written} written, {r.unchanged} unchanged, "
+                     f"{r.rejected} rejected (items@v{r.items_version})")
+    lines += ["embed " + r.summary() + f" (v{r.version})" for r in reports.get("embed", [])]
+    lines += ["fuse " + r.summary() + f" (v{r.version})" for r in reports.get("fuse", [])]
+    for r in reports.get("train", []):
+        how = "reused (same config, same table version)" if r.reused else "trained"
+        lines.append(f"train {r.head}@v{r.version} on {r.features_table}@v{r.features_version}: {how}")
+    return lines
+
+
+def _metrics_table(train_reports) -> list[str]:
+    if not train_reports:
+        return []
+    tasks = list(train_reports[0].metrics)
+    head = f"{'features':<10}" + "".join(f"{t + ' acc':>16}{t + ' F1':>16}" for t in tasks) + f"{'test rows':>11}"
+    lines = ["", "per-task test metrics (accuracy, macro-F1; split by a hash of id):", head]
+    for r in train_reports:
+        name = r.head.removeprefix("mtl-")
+        lines.append(f"{name:<10}" + "".join(f"{r.metrics[t]['accuracy']:>16.3f}{r.metrics[t]['macro_f1']:>16.3f}"
+                                             for t in tasks) + f"{r.metrics[tasks[0]]['n']:>11}")
+    return lines
+
+
+def _demo_text(reports, queries, elapsed, root) -> str:
+    lines = _stage_lines(reports) + _metrics_table(reports.get("train", []))
+    lines += ["", "text → nearest items in fused__fused (image block masked for a text query):"]
+    for q in queries:
+        lines.append(f"  {q['query']!r} (v{q['version']}):")
+        for h in q["hits"]:
+            lines.append(f"    {h['id']:<12} {h['distance']:.3f}  [{h['group']}] {(h['text'] or '')[:60]}")
+    lines += ["", f"done in {elapsed:.1f} s. Store: {root / 'store'}. Try: plait status --project {root}"]
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> int:
+    root = Path(args.project).resolve()
+    if _use_prefect(args, default=True):
+        reports = _run_flow("pipeline", root)
+    else:
+        from flows import runner
+
+        reports = runner.run_all(root)
+    _out(args, _reports_payload(reports), "\n".join(_stage_lines(reports) + _metrics_table(reports["train"])))
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from flows import runner
+    from flows.config import SourceConfig
+    from flows.stages.ingest import ingest
+
+    root = Path(args.project).resolve()
+    if args.manifest:
+        cfg, store = runner.project(root) if (root / "plait.toml").is_file() else (None, None)
+        if store is None:
+            from flows.config import ProjectConfig
+            from store.db import Store
+
+            cfg = ProjectConfig(root=root)
+            store = Store(cfg.store_uri)
+        manifest = Path(args.manifest).resolve()
+        src = SourceConfig(name=args.source or manifest.stem, manifest=str(manifest), id=args.id,
+                           image=args.image or None, text=args.text or None,
+                           labels=tuple(x for x in (args.labels or "").split(",") if x))
+        reports = [ingest(store, src, manifest)]
+    else:
+        reports = runner.run_ingest(root, args.source)
+    _out(args, {"ingest": [dataclasses.asdict(r) for r in reports]}, "\n".join(_stage_lines({"ingest": reports})))
+    return 0
+
+
+def cmd_embed(args) -> int:
+    from flows import runner
+
+    root = Path(args.project).resolve()
+    if _use_prefect(args, default=False):
+        reports = _run_flow("embed", root)
+    else:
+        reports = runner.run_embed(root, args.modality)
+    _out(args, {"embed": [dataclasses.asdict(r) for r in reports]}, "\n".join(_stage_lines({"embed": reports})))
+    return 0
+
+
+def cmd_fuse(args) -> int:
+    from flows import runner
+
+    root = Path(args.project).resolve()
+    if _use_prefect(args, default=False):
+        reports = _run_flow("fuse", root, refit=args.refit)
+    else:
+        reports = runner.run_fuse(root, args.name, args.refit)
+    _out(args, {"fuse": [dataclasses.asdict(r) for r in reports]}, "\n".join(_stage_lines({"fuse": reports})))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from flows import runner
+
+    root = Path(args.project).resolve()
+    if _use_prefect(args, default=False):
+        reports = _run_flow("train", root)
+    else:
+        reports = runner.run_train(root, args.name, args.version)
+    text = _stage_lines({"train": reports}) + _metrics_table(reports)
+    _out(args, {"train": [dataclasses.asdict(r) for r in reports]}, "\n".join(text))
+    return 0
+
+
+def cmd_query(args) -> int:
+    from flows import runner
+    from flows.stages.query import QueryEncoder
+
+    _, store = runner.project(Path(args.project).resolve())
+    q = QueryEncoder(store, args.fusion).search_text(args.text, k=args.k, item_columns=["text"])
+    payload = {"query": q.text, "table": q.result.table, "version": q.result.version, "used": q.used,
+               "masked": q.masked, "hits": [dataclasses.asdict(h) for h in q.result.hits]}
+    lines = [f"{q.result.table}@v{q.result.version} (blocks used: {q.used}, masked: {q.masked})"]
+    lines += [f"  {h.id:<14} {h.distance:.3f}  {(h.item.get('text') or '')[:70]}" for h in q.result.hits]
+    _out(args, payload, "\n".join(lines))
+    return 0
+
+
+def cmd_status(args) -> int:
+    from flows import runner
+    from store import registries, rejects
+
+    cfg, store = runner.project(Path(args.project).resolve())
+    tables = store.status()
+    payload = {"project": str(cfg.root), "store": cfg.store_uri, "tables": tables,
+               "rejects_by_reason": rejects.counts_by_reason(store),
+               "encoders": [{k: r[k] for k in ("id", "modality", "spec", "dim", "fingerprint", "status")}
+                            for r in registries.rows(store, "encoders")],
+               "fusions": [{k: r[k] for k in ("id", "method", "fingerprint", "fused_table", "fused_version")}
+                           for r in registries.rows(store, "fusions")],
+               "heads": [{k: r[k] for k in ("id", "features_table", "features_version", "weighting")}
+                         for r in registries.rows(store, "heads")]}
+    lines = [f"store {cfg.store_uri}", f"{'table':<55}{'rows':>8}{'version':>9}"]
+    lines += [f"{t['name']:<55}{t['rows']:>8}{t['version']:>9}" for t in tables]
+    if payload["rejects_by_reason"]:
+        lines += ["rejects by stage and reason:"] + [f"  {k}: {v}" for k, v in payload["rejects_by_reason"].items()]
+    _out(args, payload, "\n".join(lines))
+    return 0
+
+
+def cmd_encoders(args) -> int:
+    from flows.encoders import ENCODERS
+
+    payload = {"kinds": ENCODERS.keys(), "examples": [
+        "sentence-transformers:all-MiniLM-L6-v2", "classic:hog+color",
+        "open_clip:ViT-B-32@laion2b_s34b_b79k", "open_clip:ViT-B-32@/path/weights.safetensors",
+        "open_clip:local-dir:/path/to/folder"]}
+    _out(args, payload, "encoder kinds: " + ", ".join(payload["kinds"]) + "\nexamples:\n  " + "\n  ".join(payload["examples"]))
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from flows.prefect_env import configure
+
+    root = Path(args.project).resolve()
+    configure(root)
+    from flows.pipeline import serve
+
+    serve(str(root), args.cron)
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="plait", description="Embedding pipeline and feature store for cross-modal vectors.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name, fn, help, project_default="."):
+        sp = sub.add_parser(name, help=help)
+        sp.add_argument("--project", default=project_default, help=f"project folder (default {project_default})")
+        sp.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    def prefect_flag(sp):
+        g = sp.add_mutually_exclusive_group()
+        g.add_argument("--prefect", dest="prefect", action="store_true", default=None, help="run as a Prefect flow")
+        g.add_argument("--no-prefect", dest="prefect", action="store_false", help="run as plain library calls")
+
+    sp = add("demo", cmd_demo, "the whole path on OpenMoji (fetched once with npm)", "plait-demo")
+    sp.add_argument("--data", help="an unpacked openmoji@17.0.0 npm package (skips npm)")
+    prefect_flag(sp)
+    prefect_flag(add("run", cmd_run, "run every configured stage in order"))
+    sp = add("ingest", cmd_ingest, "read a manifest into the items table")
+    sp.add_argument("manifest", nargs="?", help="Parquet/CSV/JSONL; default: the sources in plait.toml")
+    sp.add_argument("--source")
+    sp.add_argument("--id", default="id")
+    sp.add_argument("--image", default="image")
+    sp.add_argument("--text", default="text")
+    sp.add_argument("--labels", help="comma-separated label columns")
+    sp = add("embed", cmd_embed, "run the configured encoders over new or changed items")
+    sp.add_argument("--modality", choices=["text", "image"])
+    prefect_flag(sp)
+    sp = add("fuse", cmd_fuse, "materialize fused tables")
+    sp.add_argument("name", nargs="?")
+    sp.add_argument("--refit", action="store_true", help="refit the fusion instead of reusing saved params")
+    prefect_flag(sp)
+    sp = add("train", cmd_train, "train multi-task heads on a fused table")
+    sp.add_argument("name", nargs="?")
+    sp.add_argument("--version", type=int, help="pin the fused table version (default: latest)")
+    prefect_flag(sp)
+    sp = add("query", cmd_query, "nearest items to a text in a fused table")
+    sp.add_argument("text")
+    sp.add_argument("--fusion", default="fused")
+    sp.add_argument("-k", type=int, default=5)
+    add("status", cmd_status, "tables, versions, rejects and lineage")
+    add("encoders", cmd_encoders, "encoder kinds and spec examples")
+    sp = add("serve", cmd_serve, "run the pipeline on a cron schedule (Prefect deployment)")
+    sp.add_argument("--cron", default="0 * * * *")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.json:
+        os.environ.setdefault("PLAIT_PROGRESS", "0")
+    try:
+        return args.fn(args)
+    except PlaitError as e:
+        _say(f"plait: error: {e.user_message()}")
+        if args.json:
+            print(json.dumps({"error": str(e), "fix": e.fix}))
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

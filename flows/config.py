@@ -1,0 +1,172 @@
+"""``plait.toml``: the project file, parsed into frozen dataclasses.
+
+The CLI parses flags into these same dataclasses, so a flag and a project-file entry can
+never mean different things. Relative paths resolve against the project folder.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from store.errors import ConfigError
+from store.schema import MODALITIES
+
+PROJECT_FILE = "plait.toml"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceConfig:
+    """Where items come from and which manifest columns mean what."""
+
+    name: str
+    manifest: str
+    id: str = "id"
+    image: str | None = "image"
+    text: str | None = "text"
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not (self.image or self.text):
+            raise ConfigError(f"source {self.name!r} maps neither an image nor a text column",
+                              fix="set image = \"COL\" and/or text = \"COL\"")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderConfig:
+    modality: str
+    spec: str
+
+    def __post_init__(self):
+        if self.modality not in MODALITIES:
+            raise ConfigError(f"encoder modality {self.modality!r} unknown", fix=f"use one of {list(MODALITIES)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FusionConfig:
+    name: str
+    method: str = "concat"
+    inputs: tuple[str, ...] = ("text", "image")  # modalities, read from their active encoder
+    normalize: bool = True
+    standardize: bool = False
+
+    def __post_init__(self):
+        bad = [m for m in self.inputs if m not in MODALITIES]
+        if bad or not self.inputs:
+            raise ConfigError(f"fusion {self.name!r} inputs {bad or self.inputs} invalid", fix=f"use modalities {list(MODALITIES)}")
+
+    def method_params(self) -> dict:
+        return {"normalize": self.normalize, "standardize": self.standardize}
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadConfig:
+    name: str
+    fusion: str
+    tasks: tuple[str, ...]
+    weighting: str = "equal"
+    hidden: int = 512
+    depth: int = 1
+    dropout: float = 0.2
+    lr: float = 1e-3
+    max_epochs: int = 200
+    patience: int = 12
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.tasks:
+            raise ConfigError(f"head {self.name!r} has no tasks", fix="list label columns in tasks = [...]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProjectConfig:
+    root: Path
+    store: str = "store"
+    sources: tuple[SourceConfig, ...] = ()
+    encoders: tuple[EncoderConfig, ...] = ()
+    fusions: tuple[FusionConfig, ...] = ()
+    heads: tuple[HeadConfig, ...] = ()
+    cache: str = field(default="cache")
+
+    @property
+    def store_uri(self) -> str:
+        return self.store if "://" in self.store else str((self.root / self.store).resolve())
+
+    def path(self, p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else (self.root / q).resolve()
+
+    def encoder_for(self, modality: str) -> EncoderConfig:
+        for e in self.encoders:
+            if e.modality == modality:
+                return e
+        raise ConfigError(f"no encoder configured for modality {modality!r}",
+                          fix=f"add [[encoders]] modality = \"{modality}\" spec = \"...\" to {PROJECT_FILE}")
+
+    def fusion(self, name: str) -> FusionConfig:
+        return _named(self.fusions, name, "fusion")
+
+    def head(self, name: str) -> HeadConfig:
+        return _named(self.heads, name, "head")
+
+    # --- TOML ------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, root: str | Path) -> "ProjectConfig":
+        root = Path(root).resolve()
+        f = root / PROJECT_FILE
+        if not f.is_file():
+            raise ConfigError(f"no {PROJECT_FILE} in {root}", fix="run plait demo, or write a plait.toml (see README)")
+        try:
+            raw = tomllib.loads(f.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{f} is not valid TOML: {e}", fix="fix the line named above") from e
+        try:
+            return cls(
+                root=root,
+                store=raw.get("store", {}).get("uri", "store"),
+                cache=raw.get("store", {}).get("cache", "cache"),
+                sources=tuple(SourceConfig(**_tuples(s)) for s in raw.get("sources", [])),
+                encoders=tuple(EncoderConfig(**e) for e in raw.get("encoders", [])),
+                fusions=tuple(FusionConfig(**_tuples(x)) for x in raw.get("fusions", [])),
+                heads=tuple(HeadConfig(**_tuples(h)) for h in raw.get("heads", [])),
+            )
+        except TypeError as e:
+            raise ConfigError(f"{f}: {e}", fix="remove or rename the unknown key") from e
+
+    def to_toml(self) -> str:
+        lines = ["# plait project file: see README.md", "[store]", f"uri = {_q(self.store)}", f"cache = {_q(self.cache)}", ""]
+        for table, items in (("sources", self.sources), ("encoders", self.encoders),
+                             ("fusions", self.fusions), ("heads", self.heads)):
+            for item in items:
+                lines.append(f"[[{table}]]")
+                lines += [f"{k} = {_q(v)}" for k, v in asdict(item).items() if v is not None]
+                lines.append("")
+        return "\n".join(lines)
+
+    def save(self) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        f = self.root / PROJECT_FILE
+        f.write_text(self.to_toml())
+        return f
+
+
+def _named(items, name, kind):
+    for x in items:
+        if x.name == name:
+            return x
+    raise ConfigError(f"no {kind} named {name!r}; configured: {[x.name for x in items]}",
+                      fix=f"add it to {PROJECT_FILE} or pick a configured one")
+
+
+def _tuples(d: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def _q(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(_q(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'

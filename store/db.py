@@ -1,0 +1,140 @@
+"""The one place that talks to LanceDB.
+
+Every write is a ``merge_insert`` keyed on ``id`` (an upsert), so a batch written twice
+leaves one row per id: that is what makes a crashed run safe to re-run. Every write makes a
+new table version; readers may pin one with ``version=``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from store.errors import MissingTable, SchemaMismatch
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def now_array(n: int) -> pa.Array:
+    return pa.array([utcnow()] * n, type=pa.timestamp("us", tz="UTC"))
+
+
+@dataclass
+class Store:
+    """A LanceDB database at ``uri`` (a local folder, or an object-store URI)."""
+
+    uri: str
+    _db: object = field(init=False, repr=False)
+
+    def __post_init__(self):
+        import lancedb  # lazy: keep `import store` cheap for the pure packages
+
+        if "://" not in self.uri:
+            Path(self.uri).mkdir(parents=True, exist_ok=True)
+        self._db = lancedb.connect(self.uri)
+
+    # --- tables -----------------------------------------------------------------------
+    def table_names(self) -> list[str]:
+        return sorted(self._db.list_tables().tables)
+
+    def exists(self, name: str) -> bool:
+        return name in self.table_names()
+
+    def open(self, name: str, version: int | None = None):
+        if not self.exists(name):
+            raise MissingTable(
+                f"table {name!r} does not exist in {self.uri}",
+                fix="run the stage that writes it first (plait status lists the tables)",
+            )
+        tbl = self._db.open_table(name)
+        if version is not None:
+            tbl.checkout(version)
+        return tbl
+
+    def ensure(self, name: str, schema: pa.Schema):
+        """Open ``name``, creating it empty with ``schema`` if needed; the vector width must match."""
+        if not self.exists(name):
+            return self._db.create_table(name, schema=schema)
+        tbl = self._db.open_table(name)
+        have = {f.name: f.type for f in tbl.schema}
+        for f in schema:
+            if f.name in have and have[f.name] != f.type:
+                raise SchemaMismatch(
+                    f"table {name!r} has column {f.name!r} of type {have[f.name]}, this write has {f.type}",
+                    fix=f"write to a new table, or drop {name!r} if its contents are obsolete",
+                )
+        return tbl
+
+    def version(self, name: str) -> int:
+        return self.open(name).version
+
+    # --- writes -----------------------------------------------------------------------
+    def upsert(self, name: str, data: pa.Table, schema: pa.Schema, key: str = "id") -> int:
+        """Merge ``data`` into ``name`` on ``key``; returns the new table version."""
+        tbl = self.ensure(name, schema)
+        if data.num_rows == 0:
+            return tbl.version
+        data = data.select(schema.names).cast(schema)
+        tbl.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)
+        return tbl.version
+
+    def delete_ids(self, name: str, ids: list[str], key: str = "id") -> None:
+        if not ids or not self.exists(name):
+            return
+        tbl = self._db.open_table(name)
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            quoted = ",".join("'" + i.replace("'", "''") + "'" for i in chunk)
+            tbl.delete(f"{key} IN ({quoted})")
+
+    # --- reads ------------------------------------------------------------------------
+    def read(self, name: str, columns: list[str] | None = None, version: int | None = None,
+             where: str | None = None) -> pa.Table:
+        """Whole table (or chosen columns) as Arrow; for small tables and registries."""
+        tbl = self.open(name, version)
+        q = tbl.search()
+        if where:
+            q = q.where(where)
+        if columns:
+            q = q.select(columns)
+        return q.limit(None).to_arrow()
+
+    def iter_batches(self, name: str, columns: list[str] | None = None, version: int | None = None,
+                     batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
+        """Stream a table in record batches: memory stays flat in the number of rows."""
+        tbl = self.open(name, version)
+        q = tbl.search()
+        if columns:
+            q = q.select(columns)
+        yield from q.limit(None).to_batches(batch_size)
+
+    def status(self) -> list[dict]:
+        out = []
+        for name in self.table_names():
+            tbl = self._db.open_table(name)
+            out.append({"name": name, "rows": tbl.count_rows(), "version": tbl.version})
+        return out
+
+
+def vectors_of(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """``fixed_size_list<float32>`` column → ``(n, d)`` float32 array, zero-copy per chunk."""
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    d = chunks[0].type.list_size
+    parts = [c.flatten().to_numpy(zero_copy_only=False).reshape(-1, d) for c in chunks if len(c)]
+    if not parts:
+        return np.zeros((0, d), dtype=np.float32)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def vector_array(x: np.ndarray) -> pa.FixedSizeListArray:
+    """``(n, d)`` float32 → Arrow fixed-size-list without copying the values."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])

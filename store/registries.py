@@ -1,0 +1,44 @@
+"""Small registry tables (``encoders``, ``fusions``, ``heads``): lineage you can query.
+
+Each row is written with the plait version; rows reference data tables by name *and*
+version, so any result can be reproduced with ``Store.open(name, version)``.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+
+from store.db import Store, utcnow
+from store.lineage import plait_version
+from store.schema import ENCODERS, FUSIONS, HEADS, REGISTRY_SCHEMAS
+
+_TIME_COLUMN = {ENCODERS: "registered_at", FUSIONS: "fitted_at", HEADS: "trained_at"}
+
+
+def put(store: Store, registry: str, row: dict[str, Any]) -> None:
+    schema = REGISTRY_SCHEMAS[registry]
+    row = dict(row)
+    row.setdefault("plait_version", plait_version())
+    row.setdefault(_TIME_COLUMN[registry], utcnow())
+    missing = set(schema.names) - set(row)
+    if missing:
+        raise ValueError(f"{registry} row lacks {sorted(missing)}")
+    store.upsert(registry, pa.Table.from_pylist([row], schema=schema), schema)
+
+
+def rows(store: Store, registry: str, where: str | None = None) -> list[dict[str, Any]]:
+    if not store.exists(registry):
+        return []
+    return store.read(registry, where=where).to_pylist()
+
+
+def get(store: Store, registry: str, key: str) -> dict[str, Any] | None:
+    safe = key.replace("'", "''")
+    found = rows(store, registry, where=f"id = '{safe}'")
+    return found[0] if found else None
+
+
+def loads(row: dict[str, Any], column: str) -> Any:
+    return json.loads(row[column]) if row.get(column) else None

@@ -1,0 +1,145 @@
+"""Arrow schemas of every table plait writes.
+
+Vectors are ``fixed_size_list<float32>[d]`` so LanceDB can index them and readers get a
+zero-copy ``(n, d)`` view. Table names: ``items``, ``rejects``, ``emb__<modality>__<encoder>``,
+``fused__<name>``, ``pred__<head>``, and the small registries ``encoders``, ``fusions``, ``heads``.
+"""
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+
+ITEMS = "items"
+REJECTS = "rejects"
+ENCODERS = "encoders"
+FUSIONS = "fusions"
+HEADS = "heads"
+
+MODALITIES = ("text", "image")
+LABEL_PREFIX = "label_"
+
+_TS = pa.timestamp("us", tz="UTC")
+
+
+def vector_type(dim: int) -> pa.DataType:
+    return pa.list_(pa.float32(), dim)
+
+
+def items_schema(label_fields: list[pa.Field]) -> pa.Schema:
+    """Items: one row per id with per-modality content hashes; labels are ``label_<name>``."""
+    core = [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("text_sha256", pa.string()),
+        pa.field("image_uri", pa.string()),
+        pa.field("image_sha256", pa.string()),
+        pa.field("ingested_at", _TS),
+    ]
+    return pa.schema(core + [f.with_name(LABEL_PREFIX + f.name) for f in label_fields])
+
+
+REJECTS_SCHEMA = pa.schema([
+    pa.field("key", pa.string(), nullable=False),  # "<stage>|<id>": one current verdict per stage
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("source", pa.string()),
+    pa.field("stage", pa.string()),
+    pa.field("reason", pa.string()),
+    pa.field("content_sha256", pa.string()),
+    pa.field("at", _TS),
+])
+
+
+def embedding_schema(dim: int) -> pa.Schema:
+    """One encoder's vectors for one modality, with the lineage of every row."""
+    return pa.schema([
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("content_sha256", pa.string()),
+        pa.field("vector", vector_type(dim)),
+        pa.field("encoder", pa.string()),
+        pa.field("fingerprint", pa.string()),
+        pa.field("weights_sha256", pa.string()),
+        pa.field("preprocess_sha256", pa.string()),
+        pa.field("embedded_at", _TS),
+    ])
+
+
+def fused_schema(dim: int, modalities: list[str]) -> pa.Schema:
+    """Joint vectors; ``has_<modality>`` says which blocks were present (never silent zeros)."""
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("vector", vector_type(dim)),
+        ]
+        + [pa.field(f"has_{m}", pa.bool_()) for m in modalities]
+        + [
+            pa.field("inputs_sha256", pa.string()),  # fusion fingerprint + input fingerprints
+            pa.field("fused_at", _TS),
+        ]
+    )
+
+
+ENCODERS_SCHEMA = pa.schema([
+    pa.field("id", pa.string(), nullable=False),  # the embedding table name
+    pa.field("modality", pa.string()),
+    pa.field("spec", pa.string()),
+    pa.field("dim", pa.int32()),
+    pa.field("fingerprint", pa.string()),
+    pa.field("weights_sha256", pa.string()),
+    pa.field("preprocess_sha256", pa.string()),
+    pa.field("config_json", pa.string()),
+    pa.field("status", pa.string()),  # active | candidate | retired
+    pa.field("plait_version", pa.string()),
+    pa.field("registered_at", _TS),
+])
+
+FUSIONS_SCHEMA = pa.schema([
+    pa.field("id", pa.string(), nullable=False),  # fusion name
+    pa.field("method", pa.string()),
+    pa.field("config_json", pa.string()),
+    pa.field("params_dir", pa.string()),
+    pa.field("fingerprint", pa.string()),
+    pa.field("inputs_json", pa.string()),  # [{"modality", "table", "version", "fingerprint"}]
+    pa.field("fused_table", pa.string()),
+    pa.field("fused_version", pa.int64()),
+    pa.field("plait_version", pa.string()),
+    pa.field("fitted_at", _TS),
+])
+
+HEADS_SCHEMA = pa.schema([
+    pa.field("id", pa.string(), nullable=False),  # "<name>@v<version>"
+    pa.field("name", pa.string()),
+    pa.field("version", pa.int32()),
+    pa.field("features_table", pa.string()),
+    pa.field("features_version", pa.int64()),
+    pa.field("config_sha256", pa.string()),
+    pa.field("tasks_json", pa.string()),
+    pa.field("weighting", pa.string()),
+    pa.field("seed", pa.int64()),
+    pa.field("metrics_json", pa.string()),
+    pa.field("artifact_dir", pa.string()),
+    pa.field("plait_version", pa.string()),
+    pa.field("trained_at", _TS),
+])
+
+REGISTRY_SCHEMAS = {ENCODERS: ENCODERS_SCHEMA, FUSIONS: FUSIONS_SCHEMA, HEADS: HEADS_SCHEMA}
+
+
+def slug(text: str) -> str:
+    """A table-name-safe rendering of a spec: ``sentence-transformers:all-MiniLM-L6-v2`` →
+    ``sentence-transformers-all-minilm-l6-v2``."""
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return s[:80] or "x"
+
+
+def embedding_table_name(modality: str, encoder_key: str) -> str:
+    return f"emb__{modality}__{slug(encoder_key)}"
+
+
+def fused_table_name(name: str) -> str:
+    return f"fused__{slug(name)}"
+
+
+def pred_table_name(head: str) -> str:
+    return f"pred__{slug(head)}"
