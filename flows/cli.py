@@ -45,14 +45,19 @@ def _use_prefect(args, default: bool) -> bool:
     return default or api_configured()
 
 
-def _run_flow(name: str, root: Path, **params):
+def _run_flow(name: str, root: Path, **params) -> dict:
+    """Run a Prefect flow; returns its stage reports plus ``flow_run`` (id, name, state)."""
     from flows.prefect_env import configure
 
     configure(root)
     _say(f"starting Prefect flow plait-{name} (ephemeral API unless PREFECT_API_URL is set; ~15-20 s to start)")
     from flows.pipeline import FLOWS
 
-    return FLOWS[name](str(root), **params)
+    state = FLOWS[name](str(root), return_state=True, **params)
+    result = dict(state.result())  # re-raises the stage's own error if the flow failed
+    run = {"id": str(state.state_details.flow_run_id), "name": result.pop("flow_run_name"), "state": state.name}
+    _say(f"Prefect flow run {run['name']} ({run['id']}): {run['state']}")
+    return {**result, "flow_run": run}
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -94,7 +99,7 @@ def _demo_queries(root: Path, cfg) -> list[dict]:
 
 
 def _reports_payload(reports: dict) -> dict:
-    return {k: [dataclasses.asdict(r) for r in v] for k, v in reports.items()}
+    return {k: v if k == "flow_run" else [dataclasses.asdict(r) for r in v] for k, v in reports.items()}
 
 
 def _stage_lines(reports: dict) -> list[str]:
@@ -176,10 +181,10 @@ def cmd_embed(args) -> int:
 
     root = Path(args.project).resolve()
     if _use_prefect(args, default=False):
-        reports = _run_flow("embed", root)
+        reports = _run_flow("embed", root, modality=args.modality)
     else:
-        reports = runner.run_embed(root, args.modality)
-    _out(args, {"embed": [dataclasses.asdict(r) for r in reports]}, "\n".join(_stage_lines({"embed": reports})))
+        reports = {"embed": runner.run_embed(root, args.modality)}
+    _out(args, _reports_payload(reports), "\n".join(_stage_lines(reports)))
     return 0
 
 
@@ -188,10 +193,10 @@ def cmd_fuse(args) -> int:
 
     root = Path(args.project).resolve()
     if _use_prefect(args, default=False):
-        reports = _run_flow("fuse", root, refit=args.refit)
+        reports = _run_flow("fuse", root, name=args.name, refit=args.refit)
     else:
-        reports = runner.run_fuse(root, args.name, args.refit)
-    _out(args, {"fuse": [dataclasses.asdict(r) for r in reports]}, "\n".join(_stage_lines({"fuse": reports})))
+        reports = {"fuse": runner.run_fuse(root, args.name, args.refit)}
+    _out(args, _reports_payload(reports), "\n".join(_stage_lines(reports)))
     return 0
 
 
@@ -200,11 +205,10 @@ def cmd_train(args) -> int:
 
     root = Path(args.project).resolve()
     if _use_prefect(args, default=False):
-        reports = _run_flow("train", root)
+        reports = _run_flow("train", root, name=args.name, version=args.version)
     else:
-        reports = runner.run_train(root, args.name, args.version)
-    text = _stage_lines({"train": reports}) + _metrics_table(reports)
-    _out(args, {"train": [dataclasses.asdict(r) for r in reports]}, "\n".join(text))
+        reports = {"train": runner.run_train(root, args.name, args.version)}
+    _out(args, _reports_payload(reports), "\n".join(_stage_lines(reports) + _metrics_table(reports["train"])))
     return 0
 
 

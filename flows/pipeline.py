@@ -8,6 +8,7 @@ here); with one, runs show in its UI. ``serve`` puts the pipeline on a cron sche
 from __future__ import annotations
 
 from prefect import flow, task
+from prefect.runtime import flow_run
 
 from flows import runner
 from store.errors import PlaitError
@@ -45,29 +46,32 @@ def fuse_task(root: str, name: str, refit: bool = False):
 
 
 @task(name="train", **_io)
-def train_task(root: str, name: str):
-    return runner.run_train(root, name)
+def train_task(root: str, name: str, version: int | None = None):
+    return runner.run_train(root, name, version)
 
 
 @flow(name="plait-embed")
-def embed_flow(root: str) -> list:
+def embed_flow(root: str, modality: str | None = None) -> dict:
     cfg, _ = runner.project(root)
-    return [r for e in cfg.encoders for r in embed_task(root, e.modality)]
+    return {"embed": [r for e in cfg.encoders if modality in (None, e.modality) for r in embed_task(root, e.modality)],
+            "flow_run_name": flow_run.name}
 
 
 @flow(name="plait-fuse")
-def fuse_flow(root: str, refit: bool = False) -> list:
+def fuse_flow(root: str, name: str | None = None, refit: bool = False) -> dict:
     cfg, _ = runner.project(root)
-    return [r for f in cfg.fusions for r in fuse_task(root, f.name, refit)]
+    return {"fuse": [r for f in cfg.fusions if name in (None, f.name) for r in fuse_task(root, f.name, refit)],
+            "flow_run_name": flow_run.name}
 
 
 @flow(name="plait-train")
-def train_flow(root: str) -> list:
+def train_flow(root: str, name: str | None = None, version: int | None = None) -> dict:
     cfg, _ = runner.project(root)
-    return [r for h in cfg.heads for r in train_task(root, h.name)]
+    return {"train": [r for h in cfg.heads if name in (None, h.name) for r in train_task(root, h.name, version)],
+            "flow_run_name": flow_run.name}
 
 
-@flow(name="plait-pipeline", log_prints=True)
+@flow(name="plait-pipeline")
 def pipeline_flow(root: str) -> dict:
     """ingest → embed (per encoder) → fuse (per fusion) → train (per head)."""
     cfg, _ = runner.project(root)
@@ -76,6 +80,7 @@ def pipeline_flow(root: str) -> dict:
         "embed": [r for e in cfg.encoders for r in embed_task(root, e.modality)],
         "fuse": [r for f in cfg.fusions for r in fuse_task(root, f.name)],
         "train": [r for h in cfg.heads for r in train_task(root, h.name)],
+        "flow_run_name": flow_run.name,
     }
 
 

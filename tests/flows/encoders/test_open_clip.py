@@ -1,0 +1,91 @@
+"""A tiny open_clip model, built and saved here, loaded back through the users' code path."""
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from flows.encoders import build_encoder
+from store.errors import ConfigError, MissingWeights
+
+TINY = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """(folder with config + safetensors, reference model with the same random weights)."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY, "preprocess_cfg": {}}))
+    torch.manual_seed(0)
+    model = open_clip.create_model("local-dir:" + str(folder))  # no weights yet: random init
+    model.eval()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors")
+    return folder, model
+
+
+def _images():
+    from synthetic import make_image
+
+    rng = np.random.default_rng(0)
+    return [make_image("red", rng), make_image("blue", rng)]
+
+
+def test_clip_local_dir_loads_saved_weights_and_matches_reference(tiny_clip):
+    folder, ref = tiny_clip
+    enc = build_encoder(f"open_clip:local-dir:{folder}")
+    assert enc.dim == 64 and enc.modalities == ("image", "text") and enc.image_size == 64
+    batch = np.stack([enc.preprocess_image(im) for im in _images()])
+    img = enc.encode_images(batch)
+    txt = enc.encode_text(["a red square", "a blue circle"])
+    assert img.shape == (2, 64) and txt.shape == (2, 64) and img.dtype == np.float32
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(ref.encode_image(torch.from_numpy(batch)), dim=-1).numpy()
+    np.testing.assert_allclose(img, want, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(txt, axis=1), 1.0, atol=1e-5)
+
+
+def test_clip_weights_file_with_model_name_loads_same_model(tiny_clip, tmp_path):
+    import open_clip
+
+    folder, _ = tiny_clip
+    (tmp_path / "plait-tiny-test.json").write_text(json.dumps(TINY))
+    open_clip.add_model_config(tmp_path)
+    by_file = build_encoder(f"open_clip:plait-tiny-test@{folder / 'open_clip_model.safetensors'}")
+    by_dir = build_encoder(f"open_clip:local-dir:{folder}")
+    texts = ["a photo of a dog"]
+    np.testing.assert_allclose(by_file.encode_text(texts), by_dir.encode_text(texts), atol=1e-5)
+    assert by_file.fingerprint().weights_sha256 == by_dir.fingerprint().weights_sha256
+
+
+def test_clip_fails_within_seconds_with_fix_when_hub_weights_unavailable(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-plait-cache")
+    enc = build_encoder("open_clip:ViT-B-32@laion2b_s34b_b79k")
+    t0 = time.perf_counter()
+    with pytest.raises(MissingWeights, match="not cached") as info:
+        enc.fingerprint()
+    assert time.perf_counter() - t0 < 10
+    assert "local-dir:" in info.value.fix and "local file" in info.value.fix
+
+
+def test_clip_lists_tags_when_tag_unknown():
+    with pytest.raises(ConfigError, match="Available: .*laion2b"):
+        build_encoder("open_clip:ViT-B-32@no-such-tag").fingerprint()
+
+
+def test_clip_raises_missing_weights_when_file_absent(tmp_path):
+    with pytest.raises(MissingWeights, match="does not exist"):
+        build_encoder(f"open_clip:ViT-B-32@{tmp_path / 'w.safetensors'}").fingerprint()
+
+
+def test_clip_spec_without_weights_raises_config_error():
+    with pytest.raises(ConfigError, match="names no weights"):
+        build_encoder("open_clip:ViT-B-32")

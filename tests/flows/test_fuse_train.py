@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import pytest
+
+from flows.config import FusionConfig, HeadConfig, SourceConfig
+from flows.stages.embed import embed
+from flows.stages.fuse import fuse
+from flows.stages.ingest import ingest
+from flows.stages.query import QueryEncoder
+from flows.stages.train import train
+from heads import MultiTaskHeads
+from store.db import vectors_of
+
+TASKS = ("color", "topic", "combo")
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory, minilm):
+    """240 synthetic items, embedded with the real MiniLM and the classic colour encoder."""
+    from store.db import Store
+    from synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("proj")
+    manifest = write_dataset(root / "data", n=240)
+    store = Store(str(root / "store"))
+    ingest(store, SourceConfig(name="synth", manifest="x", labels=TASKS), manifest)
+    embed(store, "text", minilm.spec, encoder=minilm)
+    embed(store, "image", "classic:color")
+    for name, inputs in (("text", ("text",)), ("image", ("image",)), ("both", ("text", "image"))):
+        fuse(store, FusionConfig(name=name, inputs=inputs), root / "artifacts")
+    return root, store
+
+
+def test_fuse_materializes_masked_rows_and_is_incremental(embedded):
+    root, store = embedded
+    t = store.read("fused__both")
+    assert t.num_rows == 240
+    X = vectors_of(t.column("vector"))
+    assert X.shape == (240, 384 + 108)
+    assert all(t.column("has_text").to_pylist()) and all(t.column("has_image").to_pylist())
+    again = fuse(store, FusionConfig(name="both", inputs=("text", "image")), root / "artifacts")
+    assert (again.fused, again.unchanged) == (0, 240)
+    reg = store.read("fusions", where="id = 'both'").to_pylist()[0]
+    inputs = json.loads(reg["inputs_json"])
+    assert [i["modality"] for i in inputs] == ["text", "image"] and all(i["version"] >= 1 for i in inputs)
+
+
+def test_fused_head_beats_single_modalities_on_task_needing_both(embedded):
+    root, store = embedded
+    acc = {}
+    for name in ("text", "image", "both"):
+        cfg = HeadConfig(name=f"h-{name}", fusion=name, tasks=TASKS, hidden=64, max_epochs=150, patience=20)
+        report = train(store, cfg, root / "artifacts")
+        acc[name] = {t: m["accuracy"] for t, m in report.metrics.items()}
+    assert acc["image"]["color"] > 0.9 and acc["text"]["topic"] > 0.9
+    assert acc["both"]["combo"] > 0.85
+    assert acc["both"]["combo"] > max(acc["text"]["combo"], acc["image"]["combo"]) + 0.15
+
+
+def test_train_pins_version_records_lineage_and_reuses_when_unchanged(embedded):
+    root, store = embedded
+    cfg = HeadConfig(name="h-pin", fusion="both", tasks=("color",), hidden=16, max_epochs=5)
+    first = train(store, cfg, root / "artifacts")
+    assert not first.reused and first.features_version == store.version("fused__both")
+    again = train(store, cfg, root / "artifacts")
+    assert again.reused and again.version == first.version
+    saved = json.loads((root / "artifacts" / "heads" / "h-pin" / "v1" / "config.json").read_text())
+    assert saved["lineage"]["features_table"] == "fused__both"
+    assert saved["lineage"]["features_version"] == first.features_version
+    est = MultiTaskHeads.load(first.artifact_dir)
+    assert est.n_features_in_ == 384 + 108
+
+
+def test_text_query_masks_image_block_and_finds_matching_topic(embedded):
+    _, store = embedded
+    q = QueryEncoder(store, "both").search_text("a photo of a horse", k=5, item_columns=["text", "label_topic"])
+    assert q.used == ["text"] and q.masked == ["image"]
+    assert q.result.table == "fused__both" and q.result.version == store.version("fused__both")
+    assert [h.item["label_topic"] for h in q.result.hits].count("animal") >= 4
+    assert np.all(np.diff([h.distance for h in q.result.hits]) >= 0)

@@ -1,0 +1,68 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from store import rejects
+from store.db import vector_array, vectors_of
+from store.errors import MissingTable, SchemaMismatch
+from store.schema import embedding_schema
+
+
+def _rows(ids, value, dim=4):
+    n = len(ids)
+    return pa.table({
+        "id": ids, "content_sha256": ["h"] * n, "vector": vector_array(np.full((n, dim), value, np.float32)),
+        "encoder": ["e"] * n, "fingerprint": ["f"] * n, "weights_sha256": ["w"] * n,
+        "preprocess_sha256": ["p"] * n, "embedded_at": pa.array([None] * n, pa.timestamp("us", tz="UTC")),
+    })
+
+
+def test_upsert_keeps_one_row_per_id_when_batch_written_twice(store):
+    schema = embedding_schema(4)
+    store.upsert("emb", _rows(["a", "b"], 1.0), schema)
+    store.upsert("emb", _rows(["a", "b"], 1.0), schema)
+    assert store.open("emb").count_rows() == 2
+
+
+def test_upsert_replaces_vector_and_old_version_stays_readable(store):
+    schema = embedding_schema(4)
+    v1 = store.upsert("emb", _rows(["a"], 1.0), schema)
+    v2 = store.upsert("emb", _rows(["a"], 2.0), schema)
+    assert v2 > v1
+    now = vectors_of(store.read("emb", ["vector"]).column("vector"))
+    then = vectors_of(store.read("emb", ["vector"], version=v1).column("vector"))
+    np.testing.assert_array_equal(now, np.full((1, 4), 2.0, np.float32))
+    np.testing.assert_array_equal(then, np.full((1, 4), 1.0, np.float32))
+
+
+def test_ensure_raises_with_fix_when_vector_width_differs(store):
+    store.ensure("emb", embedding_schema(4))
+    with pytest.raises(SchemaMismatch, match="Fix|fixed_size_list") as info:
+        store.ensure("emb", embedding_schema(8))
+    assert "new table" in info.value.fix
+
+
+def test_open_raises_missing_table_with_fix_when_absent(store):
+    with pytest.raises(MissingTable, match="does not exist") as info:
+        store.open("nope")
+    assert "plait status" in info.value.fix
+
+
+def test_vectors_of_returns_float32_matrix_when_table_has_many_chunks():
+    a = vector_array(np.arange(8, dtype=np.float32).reshape(2, 4))
+    b = vector_array(np.arange(8, 16, dtype=np.float32).reshape(2, 4))
+    out = vectors_of(pa.chunked_array([a, b]))
+    assert out.dtype == np.float32 and out.shape == (4, 4)
+    np.testing.assert_array_equal(out[3], [12, 13, 14, 15])
+
+
+def test_rejects_keep_one_verdict_per_stage_and_clear_on_success(store):
+    r = rejects.Reject(id="x", stage="embed:t", reason="missing file: x.png", content_sha256="h1")
+    rejects.record(store, [r])
+    rejects.record(store, [r])
+    rejects.record(store, [rejects.Reject(id="x", stage="ingest", reason="no content: none")])
+    assert rejects.known(store, "embed:t") == {"x": "h1"}
+    assert rejects.counts_by_reason(store) == {"embed:t: missing file": 1, "ingest: no content": 1}
+    rejects.clear(store, "embed:t", ["x"])
+    assert rejects.known(store, "embed:t") == {}
+    assert rejects.known(store, "ingest") == {"x": None}
