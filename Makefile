@@ -4,17 +4,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.plait-installed
 # torch 2.14.1 + torchvision 0.29.1 is the pair that imports cleanly together on this kind of
-# machine (PyPI's torchvision fails beside torch 2.13.0); see docs/ENVIRONMENT.md.
+# machine (PyPI's torchvision fails beside torch 2.13.0); see docs/NOTES.md.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install bench clean
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# This machine's pip.conf makes pip warn about every missing local index folder: hide those.
+QUIET := 2>&1 | { grep -v "^WARNING: Location" || true; }
+
+.PHONY: demo test install clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check $(TORCH)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[all,test]'
+	@echo "installing plait and its dependencies into $(VENV) (about 4 minutes the first time)"
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH) $(QUIET)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[all,test]' $(QUIET)
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -67,6 +67,8 @@ def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     root = Path(args.project).resolve()
     _say(f"plait demo: project {root}")
+    if not args.data and not demo.openmoji.is_cached():
+        _say(f"fetching {demo.openmoji.PACKAGE} with npm into {demo.openmoji.cache_root()} (once; ~4 MB)")
     cfg, package = demo.prepare(root, Path(args.data) if args.data else None)
     _say(f"OpenMoji {demo.openmoji.VERSION} at {package}")
     if _use_prefect(args, default=True):
@@ -153,12 +155,12 @@ def cmd_run(args) -> int:
 
 def cmd_ingest(args) -> int:
     from flows import runner
-    from flows.config import SourceConfig
+    from flows.config import SourceConfig, open_project
     from flows.stages.ingest import ingest
 
     root = Path(args.project).resolve()
     if args.manifest:
-        cfg, store = runner.project(root) if (root / "plait.toml").is_file() else (None, None)
+        cfg, store = open_project(root) if (root / "plait.toml").is_file() else (None, None)
         if store is None:
             from flows.config import ProjectConfig
             from store.db import Store
@@ -213,10 +215,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_query(args) -> int:
-    from flows import runner
+    from flows.config import open_project
     from flows.stages.query import QueryEncoder
 
-    _, store = runner.project(Path(args.project).resolve())
+    _, store = open_project(Path(args.project).resolve())
     q = QueryEncoder(store, args.fusion).search_text(args.text, k=args.k, item_columns=["text"])
     payload = {"query": q.text, "table": q.result.table, "version": q.result.version, "used": q.used,
                "masked": q.masked, "hits": [dataclasses.asdict(h) for h in q.result.hits]}
@@ -227,10 +229,10 @@ def cmd_query(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from flows import runner
+    from flows.config import open_project
     from store import registries, rejects
 
-    cfg, store = runner.project(Path(args.project).resolve())
+    cfg, store = open_project(Path(args.project).resolve())
     tables = store.status()
     payload = {"project": str(cfg.root), "store": cfg.store_uri, "tables": tables,
                "rejects_by_reason": rejects.counts_by_reason(store),

@@ -150,6 +150,14 @@ class ProjectConfig:
         return f
 
 
+def open_project(root: str | Path) -> tuple[ProjectConfig, "Store"]:
+    """The project file and its store, without importing any stage (keeps status snappy)."""
+    from store.db import Store
+
+    cfg = ProjectConfig.load(root)
+    return cfg, Store(cfg.store_uri)
+
+
 def _named(items, name, kind):
     for x in items:
         if x.name == name:

@@ -35,6 +35,10 @@ def _package_dir(folder: Path) -> Path | None:
     return None
 
 
+def is_cached(cache: Path | None = None) -> bool:
+    return _package_dir((cache or cache_root()) / f"openmoji-{VERSION}") is not None
+
+
 def fetch(cache: Path | None = None, data: Path | None = None) -> Path:
     """Return the unpacked package folder, running ``npm pack`` only if it is not cached."""
     if data is not None:

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.config import ProjectConfig
+from flows.config import ProjectConfig, open_project
 from flows.stages.embed import EmbedReport, embed
 from flows.stages.fuse import FuseReport, fuse
 from flows.stages.ingest import IngestReport, ingest
 from flows.stages.train import TrainReport, train
-from store.db import Store
 
 
-def project(root: str | Path) -> tuple[ProjectConfig, Store]:
-    cfg = ProjectConfig.load(root)
-    return cfg, Store(cfg.store_uri)
+project = open_project
 
 
 def artifacts(cfg: ProjectConfig) -> Path:

@@ -61,7 +61,9 @@ def read_manifest(path: Path) -> pa.Table:
     raise ConfigError(f"manifest {path} has unsupported type {suffix!r}", fix="use .parquet, .csv or .jsonl")
 
 
-def ingest(store: Store, source: SourceConfig, manifest: Path) -> IngestReport:
+def ingest(store: Store, source: SourceConfig, manifest: Path | None = None) -> IngestReport:
+    """Ingest ``manifest`` (default: ``source.manifest``) under ``source``'s column mapping."""
+    manifest = Path(manifest if manifest is not None else source.manifest)
     table = read_manifest(manifest)
     cols = [c for c in (source.id, source.image, source.text, *source.labels) if c]
     missing = [c for c in cols if c not in table.column_names]
