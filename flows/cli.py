@@ -183,9 +183,9 @@ def cmd_embed(args) -> int:
 
     root = Path(args.project).resolve()
     if _use_prefect(args, default=False):
-        reports = _run_flow("embed", root, modality=args.modality)
+        reports = _run_flow("embed", root, modality=args.modality, encoders=args.encoder)
     else:
-        reports = {"embed": runner.run_embed(root, args.modality)}
+        reports = {"embed": runner.run_embed(root, args.modality, args.encoder)}
     _out(args, _reports_payload(reports), "\n".join(_stage_lines(reports)))
     return 0
 
@@ -250,14 +250,39 @@ def cmd_status(args) -> int:
     return 0
 
 
-def cmd_encoders(args) -> int:
-    from flows.encoders import ENCODERS
+ENCODER_EXAMPLES = [
+    "sentence-transformers:all-MiniLM-L6-v2", "classic:hog+color",
+    "open_clip:ViT-B-32@laion2b_s34b_b79k", "open_clip:ViT-B-32@/path/weights.safetensors",
+    "open_clip:local-dir:/path/to/folder",
+    "onnx:/path/model.onnx?modality=image&layout=nhwc&dtype=uint8&size=224",
+    "onnx:/path/model.onnx?modality=text&tokenizer=/path/tokenizer.json"]
 
-    payload = {"kinds": ENCODERS.keys(), "examples": [
-        "sentence-transformers:all-MiniLM-L6-v2", "classic:hog+color",
-        "open_clip:ViT-B-32@laion2b_s34b_b79k", "open_clip:ViT-B-32@/path/weights.safetensors",
-        "open_clip:local-dir:/path/to/folder"]}
-    _out(args, payload, "encoder kinds: " + ", ".join(payload["kinds"]) + "\nexamples:\n  " + "\n  ".join(payload["examples"]))
+
+def cmd_encoders(args) -> int:
+    """``list`` (default), ``kinds``, ``promote TABLE``, ``rollback MODALITY``."""
+    if args.action == "kinds":
+        from flows.encoders import ENCODERS
+
+        payload = {"kinds": ENCODERS.keys(), "examples": ENCODER_EXAMPLES}
+        _out(args, payload, "encoder kinds: " + ", ".join(payload["kinds"]) + "\nexamples:\n  " + "\n  ".join(ENCODER_EXAMPLES))
+        return 0
+    from flows.config import open_project
+    from store import encoder_tables
+    from store.errors import ConfigError
+
+    _, store = open_project(Path(args.project).resolve())
+    if args.action in ("promote", "rollback"):
+        if not args.target:
+            raise ConfigError(f"plait encoders {args.action} needs a {'TABLE' if args.action == 'promote' else 'MODALITY'}",
+                              fix="see plait encoders list")
+        row = (encoder_tables.promote(store, args.target) if args.action == "promote"
+               else encoder_tables.rollback(store, args.target))
+        _say(f"{row['modality']}: {row['id']} is now active; re-run plait fuse to re-fuse with it")
+    rows = [{k: r[k] for k in ("id", "modality", "spec", "dim", "fingerprint", "status")}
+            for r in encoder_tables.all_tables(store)]
+    lines = [f"{'table':<70}{'modality':<10}{'dim':>6}  status"]
+    lines += [f"{r['id']:<70}{r['modality']:<10}{r['dim']:>6}  {r['status']}" for r in rows]
+    _out(args, {"encoders": rows}, "\n".join(lines))
     return 0
 
 
@@ -302,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--labels", help="comma-separated label columns")
     sp = add("embed", cmd_embed, "run the configured encoders over new or changed items")
     sp.add_argument("--modality", choices=["text", "image"])
+    sp.add_argument("--encoder", action="append", metavar="[MODALITY=]SPEC",
+                    help="run this encoder instead of the configured ones (repeatable)")
     prefect_flag(sp)
     sp = add("fuse", cmd_fuse, "materialize fused tables")
     sp.add_argument("name", nargs="?")
@@ -316,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--fusion", default="fused")
     sp.add_argument("-k", type=int, default=5)
     add("status", cmd_status, "tables, versions, rejects and lineage")
-    add("encoders", cmd_encoders, "encoder kinds and spec examples")
+    sp = add("encoders", cmd_encoders, "list embedding tables; promote a candidate; roll back")
+    sp.add_argument("action", nargs="?", default="list", choices=["list", "promote", "rollback", "kinds"])
+    sp.add_argument("target", nargs="?", help="TABLE for promote, MODALITY for rollback")
     sp = add("serve", cmd_serve, "run the pipeline on a cron schedule (Prefect deployment)")
     sp.add_argument("--cron", default="0 * * * *")
     return p

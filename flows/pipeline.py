@@ -36,8 +36,8 @@ def ingest_task(root: str):
 
 
 @task(name="embed", **_io)
-def embed_task(root: str, modality: str):
-    return runner.run_embed(root, modality)
+def embed_task(root: str, modality: str, encoders: list[str] | None = None):
+    return runner.run_embed(root, modality, encoders)
 
 
 @task(name="fuse", **_io)
@@ -51,10 +51,11 @@ def train_task(root: str, name: str, version: int | None = None):
 
 
 @flow(name="plait-embed")
-def embed_flow(root: str, modality: str | None = None) -> dict:
+def embed_flow(root: str, modality: str | None = None, encoders: list[str] | None = None) -> dict:
     cfg, _ = runner.project(root)
-    return {"embed": [r for e in cfg.encoders if modality in (None, e.modality) for r in embed_task(root, e.modality)],
-            "flow_run_name": flow_run.name}
+    chosen = runner.parse_encoder_args(encoders) if encoders else cfg.encoders
+    modalities = sorted({e.modality for e in chosen if modality in (None, e.modality)})
+    return {"embed": [r for m in modalities for r in embed_task(root, m, encoders)], "flow_run_name": flow_run.name}
 
 
 @flow(name="plait-fuse")

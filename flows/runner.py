@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.config import ProjectConfig, open_project
+from flows.config import EncoderConfig, ProjectConfig, open_project
 from flows.stages.embed import EmbedReport, embed
 from flows.stages.fuse import FuseReport, fuse
 from flows.stages.ingest import IngestReport, ingest
@@ -23,9 +23,26 @@ def run_ingest(root: str | Path, source: str | None = None) -> list[IngestReport
     return [ingest(store, s, cfg.path(s.manifest)) for s in cfg.sources if source in (None, s.name)]
 
 
-def run_embed(root: str | Path, modality: str | None = None) -> list[EmbedReport]:
+def run_embed(root: str | Path, modality: str | None = None, encoders: list[str] | None = None) -> list[EmbedReport]:
+    """Run the configured encoders, or ``encoders`` given as ``SPEC`` or ``MODALITY=SPEC``."""
     cfg, store = project(root)
-    return [embed(store, e.modality, e.spec) for e in cfg.encoders if modality in (None, e.modality)]
+    chosen = parse_encoder_args(encoders) if encoders else list(cfg.encoders)
+    return [embed(store, e.modality, e.spec) for e in chosen if modality in (None, e.modality)]
+
+
+def parse_encoder_args(items: list[str]) -> list[EncoderConfig]:
+    """``["text=sentence-transformers:x", "open_clip:ViT-B-32@t"]`` → one config per modality."""
+    from flows.encoders import build_encoder
+    from store.schema import MODALITIES
+
+    out = []
+    for item in items:
+        head, sep, rest = item.partition("=")
+        if sep and head in MODALITIES:
+            out.append(EncoderConfig(modality=head, spec=rest))
+        else:
+            out += [EncoderConfig(modality=m, spec=item) for m in build_encoder(item).modalities]
+    return out
 
 
 def run_fuse(root: str | Path, name: str | None = None, refit: bool = False) -> list[FuseReport]:

@@ -57,14 +57,21 @@ class Store:
             tbl.checkout(version)
         return tbl
 
-    def ensure(self, name: str, schema: pa.Schema):
-        """Open ``name``, creating it empty with ``schema`` if needed; the vector width must match."""
+    def ensure(self, name: str, schema: pa.Schema, derived: bool = False):
+        """Open ``name``, creating it empty with ``schema`` if needed; column types must match.
+
+        ``derived=True`` is for tables that can be recomputed (fused, predictions): an
+        incompatible one is replaced by an empty table with the new schema as a *new version*,
+        so readers pinned to older versions still see the old rows.
+        """
         if not self.exists(name):
             return self._db.create_table(name, schema=schema)
         tbl = self._db.open_table(name)
         have = {f.name: f.type for f in tbl.schema}
         for f in schema:
             if f.name in have and have[f.name] != f.type:
+                if derived:
+                    return self._db.create_table(name, schema=schema, mode="overwrite")
                 raise SchemaMismatch(
                     f"table {name!r} has column {f.name!r} of type {have[f.name]}, this write has {f.type}",
                     fix=f"write to a new table, or drop {name!r} if its contents are obsolete",

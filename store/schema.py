@@ -92,6 +92,7 @@ ENCODERS_SCHEMA = pa.schema([
     pa.field("status", pa.string()),  # active | candidate | retired
     pa.field("plait_version", pa.string()),
     pa.field("registered_at", _TS),
+    pa.field("status_changed_at", _TS),
 ])
 
 FUSIONS_SCHEMA = pa.schema([
@@ -133,8 +134,10 @@ def slug(text: str) -> str:
     return s[:80] or "x"
 
 
-def embedding_table_name(modality: str, encoder_key: str) -> str:
-    return f"emb__{modality}__{slug(encoder_key)}"
+def embedding_table_name(modality: str, spec: str, fingerprint: str) -> str:
+    """One table per (modality, encoder spec, fingerprint): a new model version or changed
+    preprocessing writes side by side with the old one instead of overwriting it."""
+    return f"emb__{modality}__{slug(spec)[:60]}__{fingerprint[:8]}"
 
 
 def fused_table_name(name: str) -> str:

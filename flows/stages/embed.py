@@ -17,10 +17,10 @@ import pyarrow as pa
 from flows.encoders import Encoder, build_encoder
 from flows.images import DecodeError, decode_image
 from flows.progress import bar
-from store import registries, rejects
+from store import encoder_tables, rejects
 from store.db import Store, now_array, vector_array
 from store.errors import SchemaMismatch
-from store.schema import ENCODERS, ITEMS, embedding_schema, embedding_table_name
+from store.schema import ITEMS, embedding_schema, embedding_table_name
 
 CONTENT = {"text": ("text", "text_sha256"), "image": ("image_uri", "image_sha256")}
 
@@ -30,6 +30,7 @@ class EmbedReport:
     modality: str
     encoder: str
     table: str
+    status: str  # active | candidate | retired: whether fusion reads this table
     encoded: int
     already_stored: int
     rejected: int
@@ -37,9 +38,12 @@ class EmbedReport:
     version: int
 
     def summary(self) -> str:
-        return (f"{self.table}: {self.encoded} rows encoded, {self.already_stored} already stored"
+        text = (f"{self.table}: {self.encoded} rows encoded, {self.already_stored} already stored"
                 + (f", {self.rejected} rejected" if self.rejected else "")
                 + (f", {self.known_rejects} known rejects skipped" if self.known_rejects else ""))
+        if self.status == "candidate":
+            text += f" [candidate: fusion still reads the active table; plait encoders promote {self.table}]"
+        return text
 
 
 def stage_name(table: str) -> str:
@@ -52,10 +56,13 @@ def embed(store: Store, modality: str, spec: str, batch_size: int = 256, encoder
         raise SchemaMismatch(f"encoder {spec!r} encodes {list(enc.modalities)}, not {modality!r}",
                              fix=f"pick a {modality} encoder in plait.toml")
     fp = enc.fingerprint()
-    table = embedding_table_name(modality, spec)
+    table = embedding_table_name(modality, spec, fp.value)
     schema = embedding_schema(enc.dim)
     store.ensure(table, schema)
-    _register(store, table, modality, enc)
+    status = encoder_tables.register(store, {
+        "id": table, "modality": modality, "spec": enc.spec, "dim": enc.dim, "fingerprint": fp.value,
+        "weights_sha256": fp.weights_sha256, "preprocess_sha256": fp.preprocess_sha256,
+        "config_json": json.dumps(enc.config())})
 
     content_col, sha_col = CONTENT[modality]
     items = store.read(ITEMS, ["id", "source", content_col, sha_col], where=f"{sha_col} IS NOT NULL")
@@ -99,7 +106,7 @@ def embed(store: Store, modality: str, spec: str, batch_size: int = 256, encoder
                 encoded += len(ok)
                 rejected += len(bad)
                 progress.update(len(ids))
-    return EmbedReport(modality=modality, encoder=spec, table=table, encoded=encoded, already_stored=already,
+    return EmbedReport(modality=modality, encoder=spec, table=table, status=status, encoded=encoded, already_stored=already,
                        rejected=rejected, known_rejects=skipped_bad, version=version)
 
 
@@ -131,15 +138,3 @@ def _stored_keys(store: Store, table: str, fingerprint: str) -> dict[str, str]:
     safe = fingerprint.replace("'", "''")
     t = store.read(table, ["id", "content_sha256"], where=f"fingerprint = '{safe}'")
     return dict(zip(t.column("id").to_pylist(), t.column("content_sha256").to_pylist()))
-
-
-def _register(store: Store, table: str, modality: str, enc: Encoder) -> None:
-    fp = enc.fingerprint()
-    current = registries.get(store, ENCODERS, table)
-    if current and current["fingerprint"] == fp.value:
-        return
-    registries.put(store, ENCODERS, {
-        "id": table, "modality": modality, "spec": enc.spec, "dim": enc.dim, "fingerprint": fp.value,
-        "weights_sha256": fp.weights_sha256, "preprocess_sha256": fp.preprocess_sha256,
-        "config_json": json.dumps(enc.config()), "status": "active",
-    })

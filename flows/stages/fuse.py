@@ -16,11 +16,10 @@ import pyarrow as pa
 
 from flows.config import FusionConfig
 from fusion import FUSIONS, Fusion, load_fusion
-from store import registries
+from store import encoder_tables, registries
 from store.db import Store, now_array, vector_array, vectors_of
-from store.errors import MissingTable
 from store.lineage import sha256_text
-from store.schema import ENCODERS, FUSIONS as FUSIONS_TABLE, fused_schema, fused_table_name
+from store.schema import FUSIONS as FUSIONS_TABLE, fused_schema, fused_table_name
 
 
 @dataclass(frozen=True)
@@ -38,16 +37,9 @@ class FuseReport:
             f", {self.removed} removed" if self.removed else "")
 
 
-def active_encoder_table(store: Store, modality: str) -> dict:
-    for row in registries.rows(store, ENCODERS):
-        if row["modality"] == modality and row["status"] == "active":
-            return row
-    raise MissingTable(f"no active encoder table for modality {modality!r}", fix="run plait embed first")
-
-
 def read_blocks(store: Store, modalities: list[str], versions: dict[str, int] | None = None):
     """ids (sorted union), blocks, masks and per-row input keys, aligned on id."""
-    tables = {m: active_encoder_table(store, m) for m in modalities}
+    tables = {m: encoder_tables.active(store, m) for m in modalities}
     raw = {}
     for m, reg in tables.items():
         t = store.read(reg["id"], ["id", "content_sha256", "fingerprint", "vector"],
@@ -88,19 +80,16 @@ def fuse(store: Store, cfg: FusionConfig, artifacts: Path, refit: bool = False) 
     modalities = list(cfg.inputs)
     ids, blocks, masks, keys, inputs = read_blocks(store, modalities)
     folder = params_dir(artifacts, cfg.name)
-    est = _fitted(cfg, folder, blocks, masks, refit)
+    est = _fitted(cfg, folder, blocks, masks, refit, [i["fingerprint"] for i in inputs])
     fp = est.fingerprint()
     table = fused_table_name(cfg.name)
     present = np.any(np.stack([masks[m] for m in modalities]), axis=0)
     row_sha = [sha256_text(fp + "|" + "|".join(k)) for k in keys]
-    stored = {}
-    if store.exists(table):
-        t = store.read(table, ["id", "inputs_sha256"])
-        stored = dict(zip(t.column("id").to_pylist(), t.column("inputs_sha256").to_pylist()))
-    todo = np.array([present[k] and stored.get(i) != row_sha[k] for k, i in enumerate(ids)], dtype=bool)
     schema = fused_schema(est.dim_, modalities)
-    store.ensure(table, schema)
-    version = store.version(table)
+    version = store.ensure(table, schema, derived=True).version  # a new width starts a fresh version
+    t = store.read(table, ["id", "inputs_sha256"])
+    stored = dict(zip(t.column("id").to_pylist(), t.column("inputs_sha256").to_pylist()))
+    todo = np.array([present[k] and stored.get(i) != row_sha[k] for k, i in enumerate(ids)], dtype=bool)
     if todo.any():
         sub_blocks = {m: blocks[m][todo] for m in modalities}
         sub_masks = {m: masks[m][todo] for m in modalities}
@@ -125,12 +114,15 @@ def fuse(store: Store, cfg: FusionConfig, artifacts: Path, refit: bool = False) 
                       removed=len(gone), version=version, fingerprint=fp)
 
 
-def _fitted(cfg: FusionConfig, folder: Path, blocks, masks, refit: bool) -> Fusion:
-    if not refit and (folder / "config.json").is_file():
+def _fitted(cfg: FusionConfig, folder: Path, blocks, masks, refit: bool, input_fingerprints: list[str]) -> Fusion:
+    """Reuse the saved fit unless the method, its params or an input encoder changed."""
+    fitted_on = folder / "inputs.json"
+    if not refit and (folder / "config.json").is_file() and fitted_on.is_file():
         est = load_fusion(folder)
-        if est.get_params() == cfg.method_params() and est.modalities_ == list(cfg.inputs) and all(
-                est.dims_[m] == blocks[m].shape[1] for m in cfg.inputs):
+        if (est.method == cfg.method and est.get_params() == cfg.method_params()
+                and est.modalities_ == list(cfg.inputs) and json.loads(fitted_on.read_text()) == input_fingerprints):
             return est
     est = FUSIONS.get(cfg.method)(**cfg.method_params()).fit(blocks, masks)
     est.save(folder)
+    fitted_on.write_text(json.dumps(input_fingerprints))
     return est

@@ -12,10 +12,10 @@ import numpy as np
 
 from flows.encoders import build_encoder
 from fusion import load_fusion
-from store import registries
+from store import encoder_tables, registries
 from store.db import Store
 from store.errors import MissingTable
-from store.schema import ENCODERS, FUSIONS
+from store.schema import FUSIONS
 from store.search import SearchResult, knn
 
 
@@ -39,9 +39,7 @@ class QueryEncoder:
         self.est = load_fusion(Path(reg["params_dir"]))
         self.text_encoder = None
         if "text" in self.est.modalities_:
-            enc_row = next(r for r in registries.rows(store, ENCODERS)
-                           if r["modality"] == "text" and r["status"] == "active")
-            self.text_encoder = build_encoder(enc_row["spec"])
+            self.text_encoder = build_encoder(encoder_tables.active(store, "text")["spec"])
 
     def search_text(self, text: str, k: int = 5, item_columns: list[str] | None = None) -> TextQuery:
         blocks, masks = {}, {}

@@ -60,7 +60,7 @@ def test_run_as_prefect_flow_then_rerun_encodes_nothing(project):
     assert {"items", "rejects", "encoders", "fusions", "heads", "fused__fused"} <= set(tables)
     assert tables["items"]["rows"] == 60 and tables["rejects"]["rows"] == 1
     assert all(t["version"] >= 1 for t in status["tables"])
-    assert status["rejects_by_reason"] == {"embed:emb__image__classic-color: undecodable image": 1}
+    assert status["rejects_by_reason"] == {f"embed:{embeds['image']['table']}: undecodable image": 1}
 
     hits = json.loads(_plait("query", "a photo of a cat", "--project", str(root), "--json", "-k", "3", env=env).stdout)
     assert len(hits["hits"]) == 3 and hits["masked"] == ["image"]

@@ -61,12 +61,45 @@ def test_embed_encodes_only_new_or_changed_rows_on_rerun(store, dataset):
     assert row["vector"][0] == len("a brand new caption")
 
 
-def test_embed_reencodes_everything_when_encoder_fingerprint_changes(store, dataset):
+def test_new_encoder_version_writes_candidate_table_side_by_side(store, dataset):
+    ingest(store, SOURCE, dataset)
+    old = embed(store, "text", "counting:1", encoder=CountingTextEncoder("1"))
+    v2 = CountingTextEncoder("2")
+    new = embed(store, "text", "counting:1", encoder=v2)
+    assert new.encoded == 80 and len(v2.seen) == 80
+    assert new.table != old.table and (old.status, new.status) == ("active", "candidate")
+    assert "plait encoders promote" in new.summary()
+    assert store.read(old.table).num_rows == 80 and store.read(new.table).num_rows == 80
+
+
+def test_promote_and_rollback_switch_the_active_table_without_deleting(store, dataset):
+    from store import encoder_tables
+
+    ingest(store, SOURCE, dataset)
+    old = embed(store, "text", "counting:1", encoder=CountingTextEncoder("1"))
+    new = embed(store, "text", "counting:1", encoder=CountingTextEncoder("2"))
+    encoder_tables.promote(store, new.table)
+    assert encoder_tables.active(store, "text")["id"] == new.table
+    statuses = {r["id"]: r["status"] for r in encoder_tables.all_tables(store, "text")}
+    assert statuses == {old.table: "retired", new.table: "active"}
+    back = encoder_tables.rollback(store, "text")
+    assert back["id"] == old.table and encoder_tables.active(store, "text")["id"] == old.table
+    statuses = {r["id"]: r["status"] for r in encoder_tables.all_tables(store, "text")}
+    assert statuses == {old.table: "active", new.table: "candidate"}
+    assert store.exists(new.table) and store.exists(old.table)
+    again = embed(store, "text", "counting:1", encoder=CountingTextEncoder("2"))
+    assert again.status == "candidate" and again.encoded == 0
+
+
+def test_rollback_raises_with_fix_when_nothing_retired(store, dataset):
+    from store import encoder_tables
+    from store.errors import ConfigError
+
     ingest(store, SOURCE, dataset)
     embed(store, "text", "counting:1", encoder=CountingTextEncoder("1"))
-    v2 = CountingTextEncoder("2")
-    report = embed(store, "text", "counting:1", encoder=v2)
-    assert report.encoded == 80 and len(v2.seen) == 80
+    with pytest.raises(ConfigError, match="no retired table") as info:
+        encoder_tables.rollback(store, "text")
+    assert "promote" in info.value.fix
 
 
 def test_embed_writes_lineage_in_rows_and_encoders_registry(store, dataset):

@@ -1,0 +1,69 @@
+"""Which embedding table each modality reads: the ``encoders`` registry's status column.
+
+The first table of a modality becomes ``active``; any later one (another model, new
+weights, changed preprocessing) is a ``candidate`` written side by side. ``promote`` makes a
+candidate active and retires the old one; ``rollback`` re-activates the most recently retired
+table. Nothing is deleted, so switching back costs no re-encoding.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from store import registries
+from store.db import Store, utcnow
+from store.errors import ConfigError, MissingTable
+from store.schema import ENCODERS
+
+
+def all_tables(store: Store, modality: str | None = None) -> list[dict[str, Any]]:
+    rows = registries.rows(store, ENCODERS)
+    return sorted((r for r in rows if modality in (None, r["modality"])), key=lambda r: (r["modality"], r["id"]))
+
+
+def active(store: Store, modality: str) -> dict[str, Any]:
+    for r in all_tables(store, modality):
+        if r["status"] == "active":
+            return r
+    raise MissingTable(f"no active embedding table for modality {modality!r}",
+                       fix=f"run plait embed (an encoder for {modality} must be configured)")
+
+
+def register(store: Store, row: dict[str, Any]) -> str:
+    """Add an embedding table; returns its status (``active`` if its modality had none)."""
+    current = registries.get(store, ENCODERS, row["id"])
+    if current is not None:
+        return current["status"]
+    has_active = any(r["status"] == "active" for r in all_tables(store, row["modality"]))
+    status = "candidate" if has_active else "active"
+    registries.put(store, ENCODERS, {**row, "status": status, "status_changed_at": utcnow()})
+    return status
+
+
+def _set_status(store: Store, row: dict[str, Any], status: str) -> None:
+    registries.put(store, ENCODERS, {**row, "status": status, "status_changed_at": utcnow()})
+
+
+def promote(store: Store, table: str) -> dict[str, Any]:
+    """Make ``table`` the active one for its modality; the previous active one is retired."""
+    row = registries.get(store, ENCODERS, table)
+    if row is None:
+        names = [r["id"] for r in all_tables(store)]
+        raise ConfigError(f"no embedding table {table!r}; registered: {names}", fix="pick a table from plait encoders list")
+    for other in all_tables(store, row["modality"]):
+        if other["status"] == "active" and other["id"] != table:
+            _set_status(store, other, "retired")
+    _set_status(store, row, "active")
+    return registries.get(store, ENCODERS, table)
+
+
+def rollback(store: Store, modality: str) -> dict[str, Any]:
+    """Re-activate the most recently retired table of ``modality``; the active one becomes a candidate."""
+    retired = [r for r in all_tables(store, modality) if r["status"] == "retired"]
+    if not retired:
+        raise ConfigError(f"modality {modality!r} has no retired table to roll back to",
+                          fix="promote a candidate instead (plait encoders promote TABLE)")
+    previous = max(retired, key=lambda r: r["status_changed_at"])
+    current = active(store, modality)
+    _set_status(store, current, "candidate")
+    _set_status(store, previous, "active")
+    return registries.get(store, ENCODERS, previous["id"])
