@@ -108,7 +108,7 @@ def _stage_lines(reports: dict) -> list[str]:
     lines = []
     for r in reports.get("ingest", []):
         lines.append(f"ingest {r.source}: {r.rows} rows read, {r.written} written, {r.unchanged} unchanged, "
-                     f"{r.rejected} rejected (items@v{r.items_version})")
+                     f"{r.rejected} rejected, {r.partial} kept without a bad part (items@v{r.items_version})")
     lines += ["embed " + r.summary() + f" (v{r.version})" for r in reports.get("embed", [])]
     lines += ["fuse " + r.summary() + f" (v{r.version})" for r in reports.get("fuse", [])]
     for r in reports.get("train", []):

@@ -15,9 +15,19 @@ from store.schema import MODALITIES
 PROJECT_FILE = "plait.toml"
 
 
+LABEL_TYPES = ("class", "float", "list")
+
+
 @dataclass(frozen=True, kw_only=True)
 class SourceConfig:
-    """Where items come from and which manifest columns mean what."""
+    """Where items come from and which manifest columns mean what.
+
+    ``manifest`` is a Parquet/CSV/JSONL file or a folder of images (then ``captions`` may name
+    a table with ``id``/``text``/label columns, ids being file paths relative to the folder
+    without extension). ``labels`` entries are ``NAME`` or ``NAME:TYPE`` with TYPE one of
+    class (default), float, list. Image paths must resolve inside ``allowed_roots``
+    (default: the manifest's folder), so a manifest cannot point plait at arbitrary files.
+    """
 
     name: str
     manifest: str
@@ -25,11 +35,24 @@ class SourceConfig:
     image: str | None = "image"
     text: str | None = "text"
     labels: tuple[str, ...] = ()
+    captions: str | None = None
+    allowed_roots: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not (self.image or self.text):
             raise ConfigError(f"source {self.name!r} maps neither an image nor a text column",
                               fix="set image = \"COL\" and/or text = \"COL\"")
+        for name, kind in self.label_types().items():
+            if kind not in LABEL_TYPES:
+                raise ConfigError(f"label {name!r} of source {self.name!r} has unknown type {kind!r}",
+                                  fix=f"write NAME:TYPE with TYPE in {list(LABEL_TYPES)}")
+
+    def label_types(self) -> dict[str, str]:
+        out = {}
+        for spec in self.labels:
+            name, _, kind = spec.partition(":")
+            out[name.strip()] = kind.strip() or "class"
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)

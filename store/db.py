@@ -132,9 +132,7 @@ class Store:
 def vectors_of(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """``fixed_size_list<float32>`` column → ``(n, d)`` float32 array, zero-copy per chunk."""
     chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
-    if not chunks:
-        return np.zeros((0, 0), dtype=np.float32)
-    d = chunks[0].type.list_size
+    d = col.type.list_size
     parts = [c.flatten().to_numpy(zero_copy_only=False).reshape(-1, d) for c in chunks if len(c)]
     if not parts:
         return np.zeros((0, d), dtype=np.float32)

@@ -34,7 +34,9 @@ def items_schema(label_fields: list[pa.Field]) -> pa.Schema:
         pa.field("text", pa.string()),
         pa.field("text_sha256", pa.string()),
         pa.field("image_uri", pa.string()),
+        pa.field("image_bytes", pa.binary()),  # images given as bytes in the manifest
         pa.field("image_sha256", pa.string()),
+        pa.field("row_sha256", pa.string()),  # all of the row's content: unchanged rows are not rewritten
         pa.field("ingested_at", _TS),
     ]
     return pa.schema(core + [f.with_name(LABEL_PREFIX + f.name) for f in label_fields])

@@ -65,3 +65,14 @@ def write_dataset(folder: Path, n: int = 80, seed: int = 0, fmt: str = "parquet"
             w.writeheader()
             w.writerows(rows)
     return manifest
+
+
+def truncated_jpeg(seed: int = 0) -> bytes:
+    """JPEG bytes cut in half: the header reads fine, decoding fails (caught at embed)."""
+    import io
+
+    buf = io.BytesIO()
+    noise = np.random.default_rng(seed).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buf, format="JPEG")
+    data = buf.getvalue()
+    return data[: len(data) // 2]

@@ -1,21 +1,23 @@
 """Embed: run one frozen encoder over the items of one modality, incrementally.
 
 Before any model loads, the items' content hashes are anti-joined against the target table
-(same id, same content hash, same encoder fingerprint → skip) and against known rejects of
-the same content, so a scheduled run over an unchanged catalogue encodes nothing. Each batch
-is committed with ``merge_insert`` on id: a crash loses at most the batch in flight, and a
-re-run neither duplicates nor re-encodes what was committed.
+(same id and content hash → skip; the table belongs to one encoder fingerprint) and against
+known rejects of the same content, so a scheduled run over an unchanged catalogue encodes
+nothing. Rows are encoded in batches and committed every ``commit_rows`` with
+``merge_insert`` on id: a crash loses at most the uncommitted rows, and a re-run neither
+duplicates nor re-encodes what was committed.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from flows.batching import OomSplitter, decoded_batches, default_workers
 from flows.encoders import Encoder, build_encoder
-from flows.images import DecodeError, decode_image
+from flows.images import decode_image
 from flows.progress import bar
 from store import encoder_tables, rejects
 from store.db import Store, now_array, vector_array
@@ -23,6 +25,13 @@ from store.errors import SchemaMismatch
 from store.schema import ITEMS, embedding_schema, embedding_table_name
 
 CONTENT = {"text": ("text", "text_sha256"), "image": ("image_uri", "image_sha256")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbedOptions:
+    batch_size: int = 256  # rows per encoder call (halved on out-of-memory)
+    commit_rows: int = 4096  # rows per merge_insert commit: the most a crash can lose
+    workers: int | None = None  # image decode processes; None = by catalogue size and cores
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,7 @@ class EmbedReport:
     rejected: int
     known_rejects: int
     version: int
+    encoder_calls: int
 
     def summary(self) -> str:
         text = (f"{self.table}: {self.encoded} rows encoded, {self.already_stored} already stored"
@@ -50,7 +60,8 @@ def stage_name(table: str) -> str:
     return f"embed:{table}"
 
 
-def embed(store: Store, modality: str, spec: str, batch_size: int = 256, encoder: Encoder | None = None) -> EmbedReport:
+def embed(store: Store, modality: str, spec: str, encoder: Encoder | None = None,
+          options: EmbedOptions = EmbedOptions()) -> EmbedReport:
     enc = encoder or build_encoder(spec)
     if modality not in enc.modalities:
         raise SchemaMismatch(f"encoder {spec!r} encodes {list(enc.modalities)}, not {modality!r}",
@@ -64,77 +75,136 @@ def embed(store: Store, modality: str, spec: str, batch_size: int = 256, encoder
         "weights_sha256": fp.weights_sha256, "preprocess_sha256": fp.preprocess_sha256,
         "config_json": json.dumps(enc.config())})
 
+    todo, already, skipped_bad, source_of = _plan(store, table, modality)
+    writer = _Writer(store, table, schema, spec, fp, stage_name(table), source_of, options.commit_rows)
+    calls = 0
+    if todo:
+        enc.load()
+        with bar(len(todo), f"embed {modality} ({spec})") as progress:
+            if modality == "text":
+                calls = _embed_texts(enc, todo, options, writer, progress)
+            else:
+                calls = _embed_images(store, enc, todo, options, writer, progress)
+        writer.flush()
+    return EmbedReport(modality=modality, encoder=spec, table=table, status=status, encoded=writer.encoded,
+                       already_stored=already, rejected=writer.rejected, known_rejects=skipped_bad,
+                       version=store.version(table), encoder_calls=calls)
+
+
+def _plan(store: Store, table: str, modality: str):
+    """(rows to encode as (id, content, sha), already stored, known rejects skipped, id→source)."""
     content_col, sha_col = CONTENT[modality]
     items = store.read(ITEMS, ["id", "source", content_col, sha_col], where=f"{sha_col} IS NOT NULL")
-    stored = _stored_keys(store, table, fp.value)
+    ids = items.column("id").to_pylist()
+    stored_t = store.read(table, ["id", "content_sha256"])
+    stored = dict(zip(stored_t.column("id").to_pylist(), stored_t.column("content_sha256").to_pylist()))
     known_bad = rejects.known(store, stage_name(table))
-    source_of = dict(zip(items.column("id").to_pylist(), items.column("source").to_pylist()))
-    todo_ids, todo_content, todo_sha = [], [], []
-    already = skipped_bad = 0
-    for i, content, sha in zip(*(items.column(c).to_pylist() for c in ("id", content_col, sha_col))):
+    todo, already, skipped = [], 0, 0
+    for i, content, sha in zip(ids, items.column(content_col).to_pylist(), items.column(sha_col).to_pylist()):
         if stored.get(i) == sha:
             already += 1
-        elif i in known_bad and known_bad[i] == sha:
-            skipped_bad += 1
+        elif known_bad.get(i, "") == sha:
+            skipped += 1
         else:
-            todo_ids.append(i)
-            todo_content.append(content)
-            todo_sha.append(sha)
-
-    encoded = rejected = 0
-    version = store.version(table)
-    if todo_ids:
-        enc.load()
-        with bar(len(todo_ids), f"embed {modality} ({spec})") as progress:
-            for start in range(0, len(todo_ids), batch_size):
-                ids = todo_ids[start:start + batch_size]
-                content = todo_content[start:start + batch_size]
-                shas = todo_sha[start:start + batch_size]
-                ok, vectors, bad = _encode_batch(enc, modality, ids, content, shas, stage_name(table))
-                if ok:
-                    n = len(ok)
-                    data = pa.table({
-                        "id": [ids[k] for k in ok], "content_sha256": [shas[k] for k in ok],
-                        "vector": vector_array(vectors), "encoder": [spec] * n, "fingerprint": [fp.value] * n,
-                        "weights_sha256": [fp.weights_sha256] * n, "preprocess_sha256": [fp.preprocess_sha256] * n,
-                        "embedded_at": now_array(n),
-                    })
-                    version = store.upsert(table, data, schema)
-                    cleared = [ids[k] for k in ok if ids[k] in known_bad]
-                    rejects.clear(store, stage_name(table), cleared)
-                rejects.record(store, [replace(b, source=source_of.get(b.id)) for b in bad])
-                encoded += len(ok)
-                rejected += len(bad)
-                progress.update(len(ids))
-    return EmbedReport(modality=modality, encoder=spec, table=table, status=status, encoded=encoded, already_stored=already,
-                       rejected=rejected, known_rejects=skipped_bad, version=version)
+            todo.append((i, content, sha))
+    if modality == "text":  # similar lengths batch together: less padding, as encode() does
+        todo.sort(key=lambda r: len(r[1]))
+    return todo, already, skipped, dict(zip(ids, items.column("source").to_pylist()))
 
 
-def _encode_batch(enc: Encoder, modality, ids, content, shas, stage) -> tuple[list[int], np.ndarray, list]:
-    """Encode one batch; rows that fail to decode become rejects, the others are returned."""
-    bad: list[rejects.Reject] = []
-    if modality == "text":
-        ok = list(range(len(ids)))
-        vectors = enc.encode_text(list(content))
-    else:
-        ok, inputs = [], []
-        for k, uri in enumerate(content):
-            try:
-                inputs.append(enc.preprocess_image(decode_image(uri, enc.image_size)))
-                ok.append(k)
-            except DecodeError as e:
-                bad.append(rejects.Reject(id=ids[k], stage=stage, content_sha256=shas[k],
-                                          reason=f"{e}; fix: {e.fix}"))
-        vectors = enc.encode_images(np.stack(inputs)) if inputs else np.zeros((0, enc.dim), np.float32)
+class _Writer:
+    """Buffers encoded rows and rejects; commits every ``commit_rows`` rows."""
+
+    def __init__(self, store, table, schema, spec, fp, stage, source_of, commit_rows):
+        self.store, self.table, self.schema, self.spec, self.fp = store, table, schema, spec, fp
+        self.stage, self.source_of, self.commit_rows = stage, source_of, commit_rows
+        self.known_bad = set(rejects.known(store, stage))
+        self.ids: list[str] = []
+        self.shas: list[str] = []
+        self.vectors: list[np.ndarray] = []
+        self.bad: list[rejects.Reject] = []
+        self.encoded = self.rejected = 0
+
+    def add(self, ids: list[str], shas: list[str], vectors: np.ndarray) -> None:
+        self.ids += ids
+        self.shas += shas
+        self.vectors.append(vectors)
+        if len(self.ids) >= self.commit_rows:
+            self.flush()
+
+    def reject(self, item_id: str, sha: str, error: Exception) -> None:
+        fix = getattr(error, "fix", None)
+        self.bad.append(rejects.Reject(id=item_id, stage=self.stage, content_sha256=sha,
+                                       source=self.source_of.get(item_id),
+                                       reason=f"{error}" + (f"; fix: {fix}" if fix else "")))
+
+    def flush(self) -> None:
+        if self.ids:
+            n = len(self.ids)
+            data = pa.table({
+                "id": self.ids, "content_sha256": self.shas, "vector": vector_array(np.concatenate(self.vectors)),
+                "encoder": [self.spec] * n, "fingerprint": [self.fp.value] * n,
+                "weights_sha256": [self.fp.weights_sha256] * n, "preprocess_sha256": [self.fp.preprocess_sha256] * n,
+                "embedded_at": now_array(n),
+            })
+            self.store.upsert(self.table, data, self.schema)
+            rejects.clear(self.store, self.stage, [i for i in self.ids if i in self.known_bad])
+            self.encoded += n
+            self.ids, self.shas, self.vectors = [], [], []
+        if self.bad:
+            rejects.record(self.store, self.bad)
+            self.rejected += len(self.bad)
+            self.bad = []
+
+
+def _checked(enc: Encoder, vectors: np.ndarray, n: int) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.shape != (len(ok), enc.dim):
-        raise SchemaMismatch(f"encoder {enc.spec!r} returned shape {vectors.shape}, expected ({len(ok)}, {enc.dim})",
+    if vectors.shape != (n, enc.dim):
+        raise SchemaMismatch(f"encoder {enc.spec!r} returned shape {vectors.shape}, expected ({n}, {enc.dim})",
                              fix="check the encoder's declared dim")
-    return ok, vectors, bad
+    return vectors
 
 
-def _stored_keys(store: Store, table: str, fingerprint: str) -> dict[str, str]:
-    """id → content hash of rows already encoded by *this* encoder fingerprint."""
-    safe = fingerprint.replace("'", "''")
-    t = store.read(table, ["id", "content_sha256"], where=f"fingerprint = '{safe}'")
-    return dict(zip(t.column("id").to_pylist(), t.column("content_sha256").to_pylist()))
+def _embed_texts(enc: Encoder, todo, options: EmbedOptions, writer: _Writer, progress) -> int:
+    encode = OomSplitter(enc.encode_text, options.batch_size)
+    calls = 0
+    for start in range(0, len(todo), options.batch_size):
+        rows = todo[start:start + options.batch_size]
+        vectors = _checked(enc, encode([r[1] for r in rows]), len(rows))
+        calls += 1
+        writer.add([r[0] for r in rows], [r[2] for r in rows], vectors)
+        progress.update(len(rows))
+    return calls
+
+
+def _embed_images(store: Store, enc: Encoder, todo, options: EmbedOptions, writer: _Writer, progress) -> int:
+    sources = _image_sources(store, todo)
+    workers = default_workers(len(todo)) if options.workers is None else options.workers
+    size = enc.image_size
+
+    def prepare(source):
+        return enc.preprocess_image(decode_image(source, size))
+
+    encode = OomSplitter(enc.encode_images, options.batch_size)
+    calls = 0
+    for batch in decoded_batches(sources, prepare, options.batch_size, workers):
+        for k, err in batch.errors:  # k indexes todo
+            writer.reject(todo[k][0], todo[k][2], err)
+        if batch.positions:
+            vectors = _checked(enc, encode(batch.inputs), len(batch.positions))
+            calls += 1
+            writer.add([todo[k][0] for k in batch.positions], [todo[k][2] for k in batch.positions], vectors)
+        progress.update(len(batch.positions) + len(batch.errors))
+    return calls
+
+
+def _image_sources(store: Store, todo) -> list:
+    """Paths as they are; images stored as bytes in ``items`` are fetched for just these ids."""
+    missing = [r[0] for r in todo if r[1] is None]
+    inline: dict[str, bytes] = {}
+    for start in range(0, len(missing), 1000):
+        chunk = missing[start:start + 1000]
+        quoted = ",".join("'" + i.replace("'", "''") + "'" for i in chunk)
+        t = store.read(ITEMS, ["id", "image_bytes"], where=f"id IN ({quoted})")
+        inline.update(zip(t.column("id").to_pylist(), t.column("image_bytes").to_pylist()))
+    return [r[1] if r[1] is not None else inline[r[0]] for r in todo]

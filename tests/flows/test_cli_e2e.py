@@ -26,7 +26,10 @@ def project(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("e2e")
     manifest = write_dataset(root / "data", n=60)
-    (root / "data" / "img" / "item-0007.png").write_bytes(b"not an image")
+    from synthetic import truncated_jpeg
+
+    (root / "data" / "img" / "item-0007.png").write_bytes(truncated_jpeg())  # header fine: fails at decode
+    (root / "data" / "img" / "item-0008.png").write_bytes(b"not an image")  # fails the header check at ingest
     ProjectConfig(
         root=root,
         sources=(SourceConfig(name="synth", manifest="data/manifest.parquet", labels=("color", "topic", "combo")),),
@@ -44,23 +47,26 @@ def test_run_as_prefect_flow_then_rerun_encodes_nothing(project):
     root, env = project
     first = json.loads(_plait("run", "--project", str(root), "--json", env=env).stdout)
     assert first["flow_run"]["name"] and first["flow_run"]["state"] == "Completed"
+    assert (first["ingest"][0]["written"], first["ingest"][0]["partial"]) == (60, 1)
     embeds = {r["modality"]: r for r in first["embed"]}
     assert embeds["text"]["encoded"] == 60
-    assert (embeds["image"]["encoded"], embeds["image"]["rejected"]) == (59, 1)
+    assert (embeds["image"]["encoded"], embeds["image"]["rejected"]) == (58, 1)
     assert first["fuse"][0]["fused"] == 60
     assert set(first["train"][0]["metrics"]) == {"color", "topic", "combo"}
 
     second = json.loads(_plait("run", "--project", str(root), "--json", "--no-prefect", env=env).stdout)
     assert [r["encoded"] for r in second["embed"]] == [0, 0]
-    assert [r["already_stored"] for r in second["embed"]] == [60, 59]
+    assert [r["already_stored"] for r in second["embed"]] == [60, 58]
+    assert second["embed"][1]["known_rejects"] == 1
     assert second["fuse"][0]["fused"] == 0 and second["train"][0]["reused"]
 
     status = json.loads(_plait("status", "--project", str(root), "--json", env=env).stdout)
     tables = {t["name"]: t for t in status["tables"]}
     assert {"items", "rejects", "encoders", "fusions", "heads", "fused__fused"} <= set(tables)
-    assert tables["items"]["rows"] == 60 and tables["rejects"]["rows"] == 1
+    assert tables["items"]["rows"] == 60 and tables["rejects"]["rows"] == 2
     assert all(t["version"] >= 1 for t in status["tables"])
-    assert status["rejects_by_reason"] == {f"embed:{embeds['image']['table']}: undecodable image": 1}
+    assert status["rejects_by_reason"] == {f"embed:{embeds['image']['table']}: undecodable image": 1,
+                                           "ingest: undecodable image": 1}
 
     hits = json.loads(_plait("query", "a photo of a cat", "--project", str(root), "--json", "-k", "3", env=env).stdout)
     assert len(hits["hits"]) == 3 and hits["masked"] == ["image"]

@@ -3,8 +3,8 @@ import pytest
 from PIL import Image
 
 from flows.config import SourceConfig
-from flows.encoders import Encoder, Fingerprint
-from flows.stages.embed import embed
+from fake_encoders import CountingTextEncoder, text_vector
+from flows.stages.embed import EmbedOptions, embed
 from flows.stages.ingest import ingest
 from store import rejects
 from store.db import vectors_of
@@ -12,28 +12,6 @@ from store.errors import SchemaMismatch
 from store.schema import ENCODERS
 
 SOURCE = SourceConfig(name="synth", manifest="x", labels=("color", "topic", "combo"))
-
-
-class CountingTextEncoder(Encoder):
-    """A fake text encoder that records every text it is asked to encode."""
-
-    modalities = ("text",)
-
-    def __init__(self, version="1"):
-        super().__init__(f"counting:{version}")
-        self.version = version
-        self.seen: list[str] = []
-
-    @property
-    def dim(self):
-        return 4
-
-    def fingerprint(self):
-        return Fingerprint(weights_sha256="w" + self.version, preprocess_sha256="p")
-
-    def encode_text(self, texts):
-        self.seen += texts
-        return np.array([[len(t), t.count("a"), 1.0, float(self.version)] for t in texts], np.float32)
 
 
 def test_embed_encodes_only_new_or_changed_rows_on_rerun(store, dataset):
@@ -114,7 +92,9 @@ def test_embed_writes_lineage_in_rows_and_encoders_registry(store, dataset):
 
 
 def test_embed_rejects_undecodable_image_and_lands_the_rest(store, dataset):
-    (dataset.parent / "img" / "item-0002.png").write_bytes(b"\x89PNG truncated")
+    from synthetic import truncated_jpeg
+
+    (dataset.parent / "img" / "item-0002.png").write_bytes(truncated_jpeg())
     ingest(store, SOURCE, dataset)
     report = embed(store, "image", "classic:color")
     assert (report.encoded, report.rejected) == (79, 1)
@@ -146,3 +126,86 @@ def test_embed_with_real_minilm_stores_unit_vectors(store, dataset, minilm):
     X = vectors_of(store.read(report.table, ["vector"]).column("vector"))
     assert X.shape == (80, 384)
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
+
+
+def test_embed_halves_batch_and_carries_on_when_out_of_memory(store, dataset):
+    ingest(store, SOURCE, dataset)
+    enc = CountingTextEncoder(oom_above=16)
+    report = embed(store, "text", enc.spec, encoder=enc, options=EmbedOptions(batch_size=64))
+    assert report.encoded == 80 and sorted(enc.seen) == sorted(r["text"] for r in store.read("items").to_pylist())
+    assert max(enc.batch_sizes) == 16
+
+
+def test_embed_commits_every_commit_rows_and_counts_encoder_calls(store, dataset):
+    ingest(store, SOURCE, dataset)
+    enc = CountingTextEncoder()
+    report = embed(store, "text", enc.spec, encoder=enc, options=EmbedOptions(batch_size=10, commit_rows=30))
+    versions = store.open(report.table).list_versions()
+    assert report.encoder_calls == 8 and len(enc.batch_sizes) == 8
+    assert len(versions) == 1 + 3  # the empty table, then one commit per 30 rows: 30, 60, 80
+
+
+def test_embed_images_from_manifest_bytes_and_worker_decode_match(store, tmp_path):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from synthetic import make_image
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(40):
+        buf = io.BytesIO()
+        make_image("red" if k % 2 else "blue", rng).save(buf, format="PNG")
+        rows.append({"id": f"b{k}", "image": buf.getvalue(), "text": None})
+    manifest = tmp_path / "bytes.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), manifest)
+    ingest(store, SourceConfig(name="b", manifest="x"), manifest)
+    inline = embed(store, "image", "classic:color", options=EmbedOptions(workers=0, batch_size=16))
+    a = store.read(inline.table).sort_by("id")
+    store2_root = tmp_path / "s2"
+    from store.db import Store
+
+    store2 = Store(str(store2_root))
+    ingest(store2, SourceConfig(name="b", manifest="x"), manifest)
+    pooled = embed(store2, "image", "classic:color", options=EmbedOptions(workers=1, batch_size=16))
+    b = store2.read(pooled.table).sort_by("id")
+    assert inline.encoded == pooled.encoded == 40
+    np.testing.assert_array_equal(vectors_of(a.column("vector")), vectors_of(b.column("vector")))
+
+
+def test_killed_embed_resumes_with_no_lost_and_no_duplicate_rows(store, tmp_path):
+    """Kill a real embedding process mid-run (SIGKILL), re-run, check the table."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    manifest = tmp_path / "m.jsonl"
+    texts = [f"caption {'a' * (k % 7)} number {k}".replace("  ", " ") for k in range(400)]
+    manifest.write_text("".join(f'{{"id": "t{k}", "text": "{t}"}}\n' for k, t in enumerate(texts)))
+    ingest(store, SourceConfig(name="s", manifest="x", image=None), manifest)
+    script = Path(__file__).parents[1] / "fake_encoders.py"
+    proc = subprocess.Popen([sys.executable, str(script), store.uri, "0.05"])
+    table = "emb__text__counting-1__" + CountingTextEncoder().fingerprint().value[:8]
+    deadline = time.time() + 120
+    committed = 0
+    while time.time() < deadline and proc.poll() is None:
+        if store.exists(table) and (committed := store.open(table).count_rows()) >= 100:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert 100 <= committed < 400, f"kill came too late or too early: {committed} rows committed"
+    at_kill = store.read(table, ["id"]).column("id").to_pylist()
+    assert len(at_kill) == len(set(at_kill)) and len(at_kill) % 20 == 0  # whole commits only
+
+    enc = CountingTextEncoder()
+    report = embed(store, "text", enc.spec, encoder=enc)
+    assert report.already_stored == len(at_kill) and report.encoded == 400 - len(at_kill)
+    assert len(enc.seen) == 400 - len(at_kill) and not set(enc.seen) & {texts[int(i[1:])] for i in at_kill}
+    final = store.read(table).to_pylist()
+    assert len(final) == 400 and len({r["id"] for r in final}) == 400
+    for r in final:
+        assert r["vector"] == text_vector(texts[int(r["id"][1:])])

@@ -1,6 +1,9 @@
+import io
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from flows.config import SourceConfig
 from flows.stages.ingest import ingest, normalize_text
@@ -11,13 +14,23 @@ from store.schema import ITEMS
 SOURCE = SourceConfig(name="synth", manifest="unused", labels=("color", "topic"))
 
 
+def _png(color=(200, 0, 0), fmt="PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), color).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _reasons(store):
+    return {r["id"]: r["reason"] for r in store.read("rejects").to_pylist()}
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
 def test_ingest_lands_every_row_with_hashes_when_manifest_valid(store, tmp_path, fmt):
     from synthetic import write_dataset
 
     manifest = write_dataset(tmp_path / fmt, n=12, fmt=fmt)
     report = ingest(store, SOURCE, manifest)
-    assert (report.rows, report.written, report.rejected) == (12, 12, 0)
+    assert (report.rows, report.written, report.rejected, report.partial) == (12, 12, 0, 0)
     items = store.read(ITEMS).to_pylist()
     assert len(items) == 12
     assert all(len(r["text_sha256"]) == 64 and len(r["image_sha256"]) == 64 for r in items)
@@ -33,8 +46,6 @@ def test_ingest_writes_nothing_when_manifest_unchanged(store, dataset):
 
 
 def test_ingest_rewrites_only_changed_row_when_image_file_changes(store, dataset):
-    from PIL import Image
-
     ingest(store, SOURCE, dataset)
     Image.new("RGB", (48, 48), (0, 255, 0)).save(dataset.parent / "img" / "item-0003.png")
     again = ingest(store, SOURCE, dataset)
@@ -42,28 +53,100 @@ def test_ingest_rewrites_only_changed_row_when_image_file_changes(store, dataset
 
 
 def test_ingest_rejects_bad_rows_and_lands_the_rest(store, tmp_path):
-    (tmp_path / "ok.png").write_bytes(b"not checked at ingest")
+    (tmp_path / "ok.png").write_bytes(_png())
+    (tmp_path / "text.png").write_text("this is not an image")
     rows = [
         {"id": "good", "image": "ok.png", "text": "fine", "color": "red", "topic": "animal"},
         {"id": "no-file", "image": "missing.png", "text": "still has text", "color": "red", "topic": "animal"},
+        {"id": "not-image", "image": "text.png", "text": None, "color": "red", "topic": "animal"},
         {"id": "empty", "image": None, "text": "   ", "color": "red", "topic": "animal"},
         {"id": None, "image": "ok.png", "text": "no id", "color": "red", "topic": "animal"},
         {"id": "dup", "image": None, "text": "first", "color": "red", "topic": "animal"},
         {"id": "dup", "image": None, "text": "second", "color": "red", "topic": "animal"},
+        {"id": "dup-same", "image": None, "text": "same", "color": "red", "topic": "animal"},
+        {"id": "dup-same", "image": None, "text": "same", "color": "red", "topic": "animal"},
     ]
     manifest = tmp_path / "m.parquet"
     pq.write_table(pa.Table.from_pylist(rows), manifest)
     report = ingest(store, SOURCE, manifest)
     landed = {r["id"]: r for r in store.read(ITEMS).to_pylist()}
-    assert sorted(landed) == ["dup", "good", "no-file"]
+    assert sorted(landed) == ["dup", "dup-same", "good", "no-file"]
     assert landed["no-file"]["image_sha256"] is None and landed["no-file"]["text"] == "still has text"
     assert landed["dup"]["text"] == "first"
-    reasons = {r["id"]: r["reason"] for r in store.read("rejects").to_pylist()}
+    reasons = _reasons(store)
     assert reasons["no-file"].startswith("missing file") and "fix:" in reasons["no-file"]
+    assert reasons["no-file"].endswith("[row kept without the bad part]")
+    assert reasons["not-image"].startswith("undecodable image") and reasons["not-image"].endswith("[row not landed]")
     assert reasons["empty"].startswith("no content")
-    assert reasons["synth:row3"].startswith("missing id")
-    assert reasons["dup"].startswith("duplicate id")
-    assert report.rejected == 4
+    assert reasons["synth:row4"].startswith("missing id")
+    assert reasons["dup"].startswith("duplicate id: manifest rows 5 and 6")
+    assert "dup-same" not in reasons
+    assert (report.rejected, report.partial) == (4, 1)
+    assert rejects.counts_by_reason(store)["ingest: missing file"] == 1
+
+
+def test_ingest_rejects_path_outside_allowed_roots(store, tmp_path):
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(_png())
+    (tmp_path / "data").mkdir()
+    manifest = tmp_path / "data" / "m.jsonl"
+    manifest.write_text('{"id": "a", "image": "../secret.png", "text": "t"}\n'
+                        f'{{"id": "b", "image": "{outside}", "text": null}}\n')
+    report = ingest(store, SourceConfig(name="s", manifest="x"), manifest)
+    reasons = _reasons(store)
+    assert reasons["a"].startswith("path outside allowed roots") and "allowed_roots" in reasons["a"]
+    assert reasons["b"].endswith("[row not landed]")
+    assert report.partial == 1 and report.rejected == 1
+    ok = ingest(store, SourceConfig(name="s", manifest="x", allowed_roots=(str(tmp_path),)), manifest)
+    assert ok.written == 2 and rejects.known(store, "ingest") == {}
+
+
+def test_ingest_takes_image_bytes_from_manifest_and_webp_jpeg_files(store, tmp_path):
+    (tmp_path / "a.webp").write_bytes(_png(fmt="WEBP"))
+    (tmp_path / "b.jpg").write_bytes(_png(fmt="JPEG"))
+    rows = [{"id": "inline", "image": _png((0, 0, 200)), "text": None},
+            {"id": "webp", "image": None, "text": "x"}, {"id": "bad-bytes", "image": b"garbage", "text": None}]
+    manifest = tmp_path / "m.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([("id", pa.string()), ("image", pa.binary()),
+                                                                 ("text", pa.string())])), manifest)
+    ingest(store, SourceConfig(name="s", manifest="x"), manifest)
+    items = {r["id"]: r for r in store.read(ITEMS).to_pylist()}
+    assert items["inline"]["image_bytes"] == _png((0, 0, 200)) and items["inline"]["image_uri"] is None
+    assert "bad-bytes" not in items and _reasons(store)["bad-bytes"].startswith("undecodable image")
+    files = tmp_path / "f.csv"
+    files.write_text("id,image,text\nw,a.webp,\nj,b.jpg,\n")
+    report = ingest(store, SourceConfig(name="f", manifest="x"), files)
+    assert report.written == 2 and report.rejected == 0
+
+
+def test_ingest_reads_image_folder_with_captions(store, tmp_path):
+    (tmp_path / "imgs" / "cats").mkdir(parents=True)
+    (tmp_path / "imgs" / "cats" / "tom.png").write_bytes(_png())
+    (tmp_path / "imgs" / "dog.jpg").write_bytes(_png(fmt="JPEG"))
+    (tmp_path / "imgs" / "notes.txt").write_text("ignored")
+    (tmp_path / "imgs" / "captions.csv").write_text("id,text,kind\ncats/tom,a grey cat,cat\n")
+    src = SourceConfig(name="folder", manifest=str(tmp_path / "imgs"), captions="captions.csv", labels=("kind",))
+    report = ingest(store, src)
+    items = {r["id"]: r for r in store.read(ITEMS).to_pylist()}
+    assert sorted(items) == ["cats/tom", "dog"] and report.rows == 2
+    assert items["cats/tom"]["text"] == "a grey cat" and items["cats/tom"]["label_kind"] == "cat"
+    assert items["dog"]["text"] is None and items["dog"]["image_sha256"]
+
+
+def test_ingest_types_labels_and_rejects_wrong_type(store, tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"id": "a", "text": "x", "price": 3.5, "tags": "red, big"}\n'
+                        '{"id": "b", "text": "y", "price": "cheap", "tags": ["small"]}\n')
+    report = ingest(store, SourceConfig(name="s", manifest="x", image=None, labels=("price:float", "tags:list")), manifest)
+    items = {r["id"]: r for r in store.read(ITEMS).to_pylist()}
+    assert items["a"]["label_price"] == 3.5 and items["a"]["label_tags"] == ["red", "big"]
+    assert items["b"]["label_price"] is None and items["b"]["label_tags"] == ["small"]
+    assert _reasons(store)["b"].startswith("bad label: price='cheap' is not a number") and report.partial == 1
+
+
+def test_source_config_rejects_unknown_label_type():
+    with pytest.raises(ConfigError, match="unknown type 'date'"):
+        SourceConfig(name="s", manifest="x", labels=("when:date",))
 
 
 def test_ingest_raises_with_column_list_when_mapping_wrong(store, dataset):

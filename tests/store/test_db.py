@@ -66,3 +66,8 @@ def test_rejects_keep_one_verdict_per_stage_and_clear_on_success(store):
     rejects.clear(store, "embed:t", ["x"])
     assert rejects.known(store, "embed:t") == {}
     assert rejects.known(store, "ingest") == {"x": None}
+
+
+def test_vectors_of_keeps_width_when_table_is_empty():
+    empty = pa.chunked_array([], type=pa.list_(pa.float32(), 7))
+    assert vectors_of(empty).shape == (0, 7)
