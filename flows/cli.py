@@ -154,24 +154,28 @@ def cmd_run(args) -> int:
 
 
 def cmd_ingest(args) -> int:
+    """Ingest the configured sources, or MANIFEST with the mapping flags (then the source is
+    saved to plait.toml, so scheduled runs pick it up)."""
+    import dataclasses as dc
+
     from flows import runner
-    from flows.config import SourceConfig, open_project
+    from flows.config import ProjectConfig, SourceConfig
     from flows.stages.ingest import ingest
+    from store.db import Store
 
     root = Path(args.project).resolve()
     if args.manifest:
-        cfg, store = open_project(root) if (root / "plait.toml").is_file() else (None, None)
-        if store is None:
-            from flows.config import ProjectConfig
-            from store.db import Store
-
-            cfg = ProjectConfig(root=root)
-            store = Store(cfg.store_uri)
+        cfg = ProjectConfig.load(root) if (root / "plait.toml").is_file() else ProjectConfig(root=root)
         manifest = Path(args.manifest).resolve()
         src = SourceConfig(name=args.source or manifest.stem, manifest=str(manifest), id=args.id,
                            image=args.image or None, text=args.text or None,
-                           labels=tuple(x for x in (args.labels or "").split(",") if x))
-        reports = [ingest(store, src, manifest)]
+                           labels=tuple(x for x in (args.labels or "").split(",") if x),
+                           captions=args.captions,
+                           allowed_roots=tuple(args.allow_root or ()))
+        reports = [ingest(Store(cfg.store_uri), src, manifest)]
+        others = tuple(s for s in cfg.sources if s.name != src.name)
+        dc.replace(cfg, sources=others + (src,)).save()
+        _say(f"source {src.name!r} saved to {root / 'plait.toml'}")
     else:
         reports = runner.run_ingest(root, args.source)
     _out(args, {"ingest": [dataclasses.asdict(r) for r in reports]}, "\n".join(_stage_lines({"ingest": reports})))
@@ -324,7 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--id", default="id")
     sp.add_argument("--image", default="image")
     sp.add_argument("--text", default="text")
-    sp.add_argument("--labels", help="comma-separated label columns")
+    sp.add_argument("--labels", help="comma-separated label columns, each NAME or NAME:class|float|list")
+    sp.add_argument("--captions", help="for an image folder: a table of id, text and label columns")
+    sp.add_argument("--allow-root", action="append", help="a folder image paths may point into (repeatable; "
+                    "default: the manifest's folder)")
     sp = add("embed", cmd_embed, "run the configured encoders over new or changed items")
     sp.add_argument("--modality", choices=["text", "image"])
     sp.add_argument("--encoder", action="append", metavar="[MODALITY=]SPEC",

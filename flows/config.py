@@ -6,7 +6,7 @@ never mean different things. Relative paths resolve against the project folder.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from store.errors import ConfigError
@@ -109,7 +109,6 @@ class ProjectConfig:
     encoders: tuple[EncoderConfig, ...] = ()
     fusions: tuple[FusionConfig, ...] = ()
     heads: tuple[HeadConfig, ...] = ()
-    cache: str = field(default="cache")
 
     @property
     def store_uri(self) -> str:
@@ -147,7 +146,6 @@ class ProjectConfig:
             return cls(
                 root=root,
                 store=raw.get("store", {}).get("uri", "store"),
-                cache=raw.get("store", {}).get("cache", "cache"),
                 sources=tuple(SourceConfig(**_tuples(s)) for s in raw.get("sources", [])),
                 encoders=tuple(EncoderConfig(**e) for e in raw.get("encoders", [])),
                 fusions=tuple(FusionConfig(**_tuples(x)) for x in raw.get("fusions", [])),
@@ -157,7 +155,7 @@ class ProjectConfig:
             raise ConfigError(f"{f}: {e}", fix="remove or rename the unknown key") from e
 
     def to_toml(self) -> str:
-        lines = ["# plait project file: see README.md", "[store]", f"uri = {_q(self.store)}", f"cache = {_q(self.cache)}", ""]
+        lines = ["# plait project file: see README.md", "[store]", f"uri = {_q(self.store)}", ""]
         for table, items in (("sources", self.sources), ("encoders", self.encoders),
                              ("fusions", self.fusions), ("heads", self.heads)):
             for item in items:
