@@ -159,8 +159,10 @@ class ClipEncoder(Encoder):
     def _run(self, fn, x) -> np.ndarray:
         import torch
 
-        with torch.inference_mode(), torch.autocast(self._device.type, dtype=torch.float16,
-                                                    enabled=self._device.type == "cuda"):
+        cuda = self._device.type == "cuda"
+        if cuda:  # pinned host memory makes the copy asynchronous
+            x = x.pin_memory()
+        with torch.inference_mode(), torch.autocast(self._device.type, dtype=torch.float16, enabled=cuda):
             out = fn(x.to(self._device, non_blocking=True))
             out = torch.nn.functional.normalize(out.float(), dim=-1)
         return out.cpu().numpy().astype(np.float32)

@@ -109,7 +109,8 @@ class SentenceTransformerEncoder(Encoder):
         self.load()
         import torch
 
-        with torch.inference_mode():
+        cuda = self._model.device.type == "cuda"
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
             out = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                      convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(out, dtype=np.float32)
