@@ -6,7 +6,7 @@ never mean different things. Relative paths resolve against the project folder.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from store.errors import ConfigError
@@ -67,11 +67,17 @@ class EncoderConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class FusionConfig:
+    """A fused table: ``method`` (concat, weighted, projection, cca, pls, shared) over the
+    active embedding tables of ``inputs``; ``params`` go to the method's constructor;
+    ``tasks`` name the label columns that learned methods fit on."""
+
     name: str
     method: str = "concat"
     inputs: tuple[str, ...] = ("text", "image")  # modalities, read from their active encoder
-    normalize: bool = True
-    standardize: bool = False
+    params: dict = field(default_factory=dict)
+    tasks: tuple[str, ...] = ()
+    fit_rows: int = 50_000  # rows sampled to fit the method
+    batch_rows: int = 20_000  # rows transformed and written per commit
 
     def __post_init__(self):
         bad = [m for m in self.inputs if m not in MODALITIES]
@@ -79,7 +85,7 @@ class FusionConfig:
             raise ConfigError(f"fusion {self.name!r} inputs {bad or self.inputs} invalid", fix=f"use modalities {list(MODALITIES)}")
 
     def method_params(self) -> dict:
-        return {"normalize": self.normalize, "standardize": self.standardize}
+        return dict(self.params)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,7 +166,7 @@ class ProjectConfig:
                              ("fusions", self.fusions), ("heads", self.heads)):
             for item in items:
                 lines.append(f"[[{table}]]")
-                lines += [f"{k} = {_q(v)}" for k, v in asdict(item).items() if v is not None]
+                lines += [f"{k} = {_q(v)}" for k, v in asdict(item).items() if v is not None and v != {}]
                 lines.append("")
         return "\n".join(lines)
 
@@ -192,6 +198,8 @@ def _tuples(d: dict) -> dict:
 
 
 def _q(v) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_q(x)}" for k, x in v.items()) + "}"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):

@@ -60,6 +60,10 @@ class Fusion:
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in self._params}
 
+    def needs_fit_rows(self) -> bool:
+        """Whether ``fit`` learns from rows (else only widths matter: a 0-row sample will do)."""
+        return True
+
     def fit_transform(self, blocks: Blocks, masks: Masks | None = None, y=None) -> np.ndarray:
         return self.fit(blocks, masks, y).transform(blocks, masks)
 

@@ -20,16 +20,28 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 def concat_fuse(blocks: Blocks, masks: Masks, order: list[str], mean: dict | None = None,
                 scale: dict | None = None, normalize: bool = True) -> np.ndarray:
-    """Pure transform: ``(n, sum(d_m))`` float32 with masked blocks zeroed."""
-    parts = []
+    """Pure transform: ``(n, sum(d_m))`` float32 with masked blocks zeroed.
+
+    Writes each block straight into its slice of one output array: no per-block
+    temporaries (fresh large allocations cost page faults, which dominated here).
+    """
+    n = len(blocks[order[0]])
+    out = np.empty((n, sum(blocks[m].shape[1] for m in order)), dtype=np.float32)
+    col = 0
     for m in order:
         x = np.asarray(blocks[m], dtype=np.float32)
+        view = out[:, col:col + x.shape[1]]
+        col += x.shape[1]
         if normalize:
-            x = l2_normalize(x)
+            norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+            np.divide(x, np.maximum(norms, 1e-12)[:, None], out=view)
+        else:
+            view[...] = x
         if mean is not None:
-            x = (x - mean[m]) / scale[m]
-        parts.append(np.where(masks[m][:, None], x, np.float32(0)))
-    return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+            view -= mean[m]
+            view /= scale[m]
+        view[~masks[m]] = 0
+    return out
 
 
 @FUSIONS.register("concat")
@@ -49,6 +61,9 @@ class ConcatFusion(Fusion):
     def __init__(self, normalize: bool = True, standardize: bool = False):
         self.normalize = normalize
         self.standardize = standardize
+
+    def needs_fit_rows(self) -> bool:
+        return self.standardize
 
     def fit(self, blocks: Blocks, masks: Masks | None = None, y=None) -> "ConcatFusion":
         _, masks = check_blocks(blocks, masks)

@@ -91,6 +91,13 @@ class Store:
         tbl.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)
         return tbl.version
 
+    def append(self, name: str, data: pa.Table, schema: pa.Schema) -> int:
+        """Add rows known to be new (no key lookup: much cheaper than a merge on big tables)."""
+        tbl = self.ensure(name, schema)
+        if data.num_rows:
+            tbl.add(data.select(schema.names).cast(schema))
+        return tbl.version
+
     def delete_ids(self, name: str, ids: list[str], key: str = "id") -> None:
         if not ids or not self.exists(name):
             return
@@ -137,6 +144,18 @@ def vectors_of(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     if not parts:
         return np.zeros((0, d), dtype=np.float32)
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def vectors_into(col: pa.ChunkedArray | pa.Array, out: np.ndarray) -> np.ndarray:
+    """Copy a ``fixed_size_list<float32>`` column into the rows of ``out`` (one copy, no
+    intermediate concatenation: large fresh allocations cost page faults)."""
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    row = 0
+    for c in chunks:
+        if len(c):
+            out[row:row + len(c)] = c.flatten().to_numpy(zero_copy_only=False).reshape(len(c), -1)
+            row += len(c)
+    return out
 
 
 def vector_array(x: np.ndarray) -> pa.FixedSizeListArray:
