@@ -65,7 +65,11 @@ def build_store(uri: str, n: int) -> None:
 
 
 def child(uri: str, artifacts: str, batch_rows: int) -> None:
-    """Runs in a fresh process: the fuse stage alone, then prints its figures as JSON."""
+    """Runs in a fresh process, set up as the ``plait`` CLI sets itself up: the fuse stage
+    alone, then prints its figures as JSON."""
+    from flows.runtime import limit_malloc_arenas
+
+    limit_malloc_arenas()
     from flows.config import FusionConfig
     from flows.stages.fuse import fuse
     from store.db import Store

@@ -359,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from flows.runtime import limit_malloc_arenas
+
+    limit_malloc_arenas()
     args = build_parser().parse_args(argv)
     if args.json:
         os.environ.setdefault("PLAIT_PROGRESS", "0")

@@ -76,7 +76,7 @@ def fused_schema(dim: int, modalities: list[str]) -> pa.Schema:
         ]
         + [pa.field(f"has_{m}", pa.bool_()) for m in modalities]
         + [
-            pa.field("inputs_sha256", pa.string()),  # fusion fingerprint + input fingerprints
+            pa.field("inputs_hash", pa.int64()),  # of the fusion fingerprint and each input's key
             pa.field("fused_at", _TS),
         ]
     )

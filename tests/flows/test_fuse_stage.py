@@ -75,3 +75,19 @@ def test_open_clip_towers_use_their_shared_space_instead_of_cca():
     assert _method(FusionConfig(name="x", method="cca"), clip) == "shared"
     assert _method(FusionConfig(name="x", method="cca"), mixed) == "cca"
     assert _method(FusionConfig(name="x", method="concat"), clip) == "concat"
+
+
+def test_fuse_rewrites_exactly_the_rows_whose_input_changed(embedded, dataset, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fuse(embedded, FusionConfig(name="f"), tmp_path)
+    rows = pq.read_table(dataset).to_pylist()
+    rows[3]["text"] = "an entirely new caption"
+    pq.write_table(pa.Table.from_pylist(rows), dataset)
+    ingest(embedded, SOURCE, dataset)
+    embed(embedded, "text", "counting:1", encoder=CountingTextEncoder())
+    report = fuse(embedded, FusionConfig(name="f"), tmp_path)
+    assert (report.fused, report.unchanged) == (1, 79)
+    t = embedded.read("fused__f", where="id = 'item-0003'").to_pylist()[0]
+    assert t["vector"][0] > 0 and embedded.read("fused__f").num_rows == 80
