@@ -17,31 +17,42 @@ from torch import nn
 
 from heads.model import MultiTaskNet
 from heads.tasks import MISSING, TaskSpec
-from heads.weighting import WEIGHTINGS, TrainState
-from store.errors import NotFittedError, SchemaMismatch
+from heads.weighting import WEIGHTINGS, TrainState, task_gradients
+from store.errors import ConfigError, NotFittedError, SchemaMismatch
+
+
+def cosine_matrix(grads: torch.Tensor) -> torch.Tensor:
+    """(T, P) task gradients → (T, T) pairwise cosine similarity: the task-affinity matrix
+    (positive: the tasks pull the shared trunk the same way; negative: they conflict)."""
+    unit = torch.nn.functional.normalize(grads, dim=1)
+    return unit @ unit.T
 
 
 class MultiTaskHeads:
     def __init__(self, tasks: list[TaskSpec], hidden: int = 512, depth: int = 1, dropout: float = 0.2,
-                 weighting: str = "equal", lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 128,
-                 max_epochs: int = 200, patience: int = 12, seed: int = 0):
+                 weighting: str = "equal", weighting_params: dict | None = None, lr: float = 1e-3,
+                 weight_decay: float = 1e-4, batch_size: int = 128, max_epochs: int = 200, patience: int = 12,
+                 seed: int = 0, affinity_every: int = 10):
         self.tasks = tasks
         self.hidden = hidden
         self.depth = depth
         self.dropout = dropout
         self.weighting = weighting
+        self.weighting_params = weighting_params
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.patience = patience
         self.seed = seed
+        self.affinity_every = affinity_every
 
     def get_params(self) -> dict:
         return {"tasks": [t.to_json() for t in self.tasks], "hidden": self.hidden, "depth": self.depth,
-                "dropout": self.dropout, "weighting": self.weighting, "lr": self.lr,
-                "weight_decay": self.weight_decay, "batch_size": self.batch_size,
-                "max_epochs": self.max_epochs, "patience": self.patience, "seed": self.seed}
+                "dropout": self.dropout, "weighting": self.weighting, "weighting_params": self.weighting_params,
+                "lr": self.lr, "weight_decay": self.weight_decay, "batch_size": self.batch_size,
+                "max_epochs": self.max_epochs, "patience": self.patience, "seed": self.seed,
+                "affinity_every": self.affinity_every}
 
     # --- training -------------------------------------------------------------------------
     def _losses(self, out: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -65,7 +76,11 @@ class MultiTaskHeads:
         self._check_targets(X, Y)
         self.n_features_in_ = X.shape[1]
         self.model_ = MultiTaskNet(X.shape[1], self.tasks, self.hidden, self.depth, self.dropout)
-        self.weighting_ = WEIGHTINGS.get(self.weighting)(len(self.tasks))
+        self.weighting_ = WEIGHTINGS.get(self.weighting)(len(self.tasks), **(self.weighting_params or {}))
+        shared = list(self.model_.trunk.parameters())
+        head_params = list(self.model_.heads.parameters())
+        if self.weighting_.uses_gradients and not shared:
+            raise ConfigError(f"{self.weighting} weighting needs a shared trunk (depth ≥ 1)", fix="set depth = 1 or more")
         params = list(self.model_.parameters()) + list(self.weighting_.parameters())
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         xt = torch.from_numpy(X)
@@ -75,21 +90,33 @@ class MultiTaskHeads:
             xv = torch.from_numpy(np.asarray(X_val, dtype=np.float32))
             yv = {k: torch.from_numpy(np.asarray(v, dtype=np.int64)) for k, v in Y_val.items()}
         state = TrainState()
+        affinity_sum, affinity_n = np.zeros((len(self.tasks), len(self.tasks))), 0
         best, best_state, bad_epochs = float("inf"), None, 0
         self.history_ = []
         for epoch in range(self.max_epochs):
             state.epoch = epoch
             self.model_.train()
             order = rng.permutation(len(X))
-            epoch_losses = []
+            epoch_losses, epoch_weights = [], []
             for start in range(0, len(X), self.batch_size):
                 idx = torch.from_numpy(order[start:start + self.batch_size])
                 losses = self._losses(self.model_(xt[idx]), {k: v[idx] for k, v in yt.items()})
-                weights = self.weighting_(losses, state)
                 opt.zero_grad()
-                (weights * losses).sum().backward()
+                if self.affinity_every and state.step % self.affinity_every == 0 and len(self.tasks) > 1:
+                    affinity_sum += cosine_matrix(task_gradients(losses, shared)).numpy()
+                    affinity_n += 1
+                if self.weighting_.uses_gradients:
+                    weights = self.weighting_.backward(losses, shared, state)
+                    grads = torch.autograd.grad((weights.detach() * losses).sum(), head_params, allow_unused=True)
+                    for p, g in zip(head_params, grads):
+                        p.grad = g
+                else:
+                    weights = self.weighting_(losses, state)
+                    ((weights * losses).sum() + self.weighting_.regularizer()).backward()
                 opt.step()
+                state.step += 1
                 epoch_losses.append(losses.detach().numpy())
+                epoch_weights.append(weights.detach().numpy())
             train_loss = np.mean(epoch_losses, axis=0)
             state.epoch_losses.append(train_loss.tolist())
             val_loss = None
@@ -98,7 +125,8 @@ class MultiTaskHeads:
                 with torch.no_grad():
                     val_loss = self._losses(self.model_(xv), yv).numpy()
             self.history_.append({"epoch": epoch, "train": train_loss.tolist(),
-                                  "val": None if val_loss is None else val_loss.tolist()})
+                                  "val": None if val_loss is None else val_loss.tolist(),
+                                  "weights": np.mean(epoch_weights, axis=0).tolist()})
             if on_epoch:
                 on_epoch(epoch, float(train_loss.sum()), None if val_loss is None else float(val_loss.sum()))
             score = float(val_loss.sum()) if val_loss is not None else float(train_loss.sum())
@@ -111,6 +139,7 @@ class MultiTaskHeads:
                     break
         self.model_.load_state_dict(best_state)
         self.model_.eval()
+        self.affinity_ = (affinity_sum / affinity_n).tolist() if affinity_n else None
         self.best_epoch_ = int(np.argmin([sum(h["val"] or h["train"]) for h in self.history_]))
         return self
 
@@ -152,7 +181,7 @@ class MultiTaskHeads:
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.model_.state_dict().items()}, folder / "model.safetensors")
         cfg = {"params": self.get_params(), "n_features_in": self.n_features_in_, "best_epoch": self.best_epoch_,
-               "history": self.history_, **(extra or {})}
+               "history": self.history_, "affinity": getattr(self, "affinity_", None), **(extra or {})}
         (folder / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
         return folder
 
@@ -168,6 +197,7 @@ class MultiTaskHeads:
         est.n_features_in_ = int(cfg["n_features_in"])
         est.best_epoch_ = cfg.get("best_epoch", 0)
         est.history_ = cfg.get("history", [])
+        est.affinity_ = cfg.get("affinity")
         est.model_ = MultiTaskNet(est.n_features_in_, est.tasks, est.hidden, est.depth, est.dropout)
         state = load_file(folder / "model.safetensors")
         try:
