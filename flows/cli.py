@@ -114,6 +114,20 @@ def _stage_lines(reports: dict) -> list[str]:
     for r in reports.get("train", []):
         how = "reused (same config, same table version)" if r.reused else "trained"
         lines.append(f"train {r.head}@v{r.version} on {r.features_table}@v{r.features_version}: {how}")
+    lines += [f"score {r.head}@v{r.head_version}: {r.scored} rows scored, {r.unchanged} unchanged → {r.table}"
+              for r in reports.get("score", [])]
+    return lines
+
+
+def _baseline_lines(r) -> list[str]:
+    lines = []
+    for kind, label in (("sklearn", "LogisticRegression per task"), ("single_task", "single-task heads")):
+        if r.baselines.get(kind):
+            parts = [f"{t} acc {m['accuracy']:.3f} F1 {m['macro_f1']:.3f}" for t, m in r.baselines[kind].items()]
+            lines.append(f"  {r.head} baseline, {label}: " + "; ".join(parts))
+    if r.affinity:
+        lines.append(f"  {r.head} task affinity (gradient cosine on the trunk):")
+        lines += ["    " + f"{t:<14}" + " ".join(f"{v:6.2f}" for v in row) for t, row in zip(r.tasks, r.affinity)]
     return lines
 
 
@@ -127,6 +141,8 @@ def _metrics_table(train_reports) -> list[str]:
         name = r.head.removeprefix("mtl-")
         lines.append(f"{name:<10}" + "".join(f"{r.metrics[t]['accuracy']:>16.3f}{r.metrics[t]['macro_f1']:>16.3f}"
                                              for t in tasks) + f"{r.metrics[tasks[0]]['n']:>11}")
+    for r in train_reports:
+        lines += _baseline_lines(r)
     return lines
 
 
@@ -215,6 +231,20 @@ def cmd_train(args) -> int:
     else:
         reports = {"train": runner.run_train(root, args.name, args.version)}
     _out(args, _reports_payload(reports), "\n".join(_stage_lines(reports) + _metrics_table(reports["train"])))
+    return 0
+
+
+def cmd_score(args) -> int:
+    from flows import runner
+
+    root = Path(args.project).resolve()
+    if _use_prefect(args, default=False):
+        reports = _run_flow("score", root, name=args.name)["score"]
+    else:
+        reports = runner.run_score(root, args.name)
+    lines = [f"score {r.head}@v{r.head_version} on {r.features_table}@v{r.features_version}: {r.scored} rows scored, "
+             f"{r.unchanged} unchanged → {r.table}@v{r.version}" for r in reports]
+    _out(args, {"score": [dataclasses.asdict(r) for r in reports]}, "\n".join(lines))
     return 0
 
 
@@ -344,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("train", cmd_train, "train multi-task heads on a fused table")
     sp.add_argument("name", nargs="?")
     sp.add_argument("--version", type=int, help="pin the fused table version (default: latest)")
+    prefect_flag(sp)
+    sp = add("score", cmd_score, "write a head's predictions for every fused row into pred__HEAD")
+    sp.add_argument("name", nargs="?", help="head name (default: every configured head)")
     prefect_flag(sp)
     sp = add("query", cmd_query, "nearest items to a text in a fused table")
     sp.add_argument("text")

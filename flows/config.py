@@ -93,7 +93,8 @@ class HeadConfig:
     name: str
     fusion: str
     tasks: tuple[str, ...]
-    weighting: str = "equal"
+    weighting: str = "equal"  # equal, fixed, uncertainty, dwa, gradnorm, pcgrad
+    weighting_params: dict = field(default_factory=dict)  # e.g. {temperature = 2.0} for dwa
     hidden: int = 512
     depth: int = 1
     dropout: float = 0.2
@@ -101,6 +102,7 @@ class HeadConfig:
     max_epochs: int = 200
     patience: int = 12
     seed: int = 0
+    baselines: bool = True  # also fit per-task scikit-learn models and single-task heads
 
     def __post_init__(self):
         if not self.tasks:

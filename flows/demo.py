@@ -25,7 +25,7 @@ def demo_config(root: Path, manifest: Path, package: Path) -> ProjectConfig:
                   EncoderConfig(modality="image", spec="classic:hog+color")),
         fusions=(FusionConfig(name="text", inputs=("text",)), FusionConfig(name="image", inputs=("image",)),
                  FusionConfig(name="fused", inputs=("text", "image"))),
-        heads=tuple(HeadConfig(name=f"mtl-{f}", fusion=f, tasks=TASKS) for f in FEATURE_SETS),
+        heads=tuple(HeadConfig(name=f"mtl-{f}", fusion=f, tasks=TASKS, baselines=f == "fused") for f in FEATURE_SETS),
     )
 
 

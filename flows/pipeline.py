@@ -50,6 +50,11 @@ def train_task(root: str, name: str, version: int | None = None):
     return runner.run_train(root, name, version)
 
 
+@task(name="score", **_io)
+def score_task(root: str, name: str):
+    return runner.run_score(root, name)
+
+
 @flow(name="plait-embed")
 def embed_flow(root: str, modality: str | None = None, encoders: list[str] | None = None) -> dict:
     cfg, _ = runner.project(root)
@@ -72,20 +77,28 @@ def train_flow(root: str, name: str | None = None, version: int | None = None) -
             "flow_run_name": flow_run.name}
 
 
+@flow(name="plait-score")
+def score_flow(root: str, name: str | None = None) -> dict:
+    cfg, _ = runner.project(root)
+    return {"score": [r for h in cfg.heads if name in (None, h.name) for r in score_task(root, h.name)],
+            "flow_run_name": flow_run.name}
+
+
 @flow(name="plait-pipeline")
 def pipeline_flow(root: str) -> dict:
-    """ingest → embed (per encoder) → fuse (per fusion) → train (per head)."""
+    """ingest → embed (per encoder) → fuse (per fusion) → train (per head) → score (per head)."""
     cfg, _ = runner.project(root)
     return {
         "ingest": ingest_task(root),
         "embed": [r for e in cfg.encoders for r in embed_task(root, e.modality)],
         "fuse": [r for f in cfg.fusions for r in fuse_task(root, f.name)],
         "train": [r for h in cfg.heads for r in train_task(root, h.name)],
+        "score": [r for h in cfg.heads for r in score_task(root, h.name)],
         "flow_run_name": flow_run.name,
     }
 
 
-FLOWS = {"pipeline": pipeline_flow, "embed": embed_flow, "fuse": fuse_flow, "train": train_flow}
+FLOWS = {"pipeline": pipeline_flow, "embed": embed_flow, "fuse": fuse_flow, "train": train_flow, "score": score_flow}
 
 
 def serve(root: str, cron: str, name: str = "plait-pipeline") -> None:

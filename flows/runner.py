@@ -55,5 +55,13 @@ def run_train(root: str | Path, name: str | None = None, version: int | None = N
     return [train(store, h, artifacts(cfg), version) for h in cfg.heads if name in (None, h.name)]
 
 
+def run_score(root: str | Path, name: str | None = None) -> list:
+    from flows.stages.score import score
+
+    cfg, store = project(root)
+    return [score(store, h.name) for h in cfg.heads if name in (None, h.name)]
+
+
 def run_all(root: str | Path) -> dict:
-    return {"ingest": run_ingest(root), "embed": run_embed(root), "fuse": run_fuse(root), "train": run_train(root)}
+    return {"ingest": run_ingest(root), "embed": run_embed(root), "fuse": run_fuse(root), "train": run_train(root),
+            "score": run_score(root)}

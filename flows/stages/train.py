@@ -34,6 +34,9 @@ class TrainReport:
     metrics: dict  # task → {"accuracy", "macro_f1", "n"} on the test split
     artifact_dir: str
     rows: dict  # split → rows
+    baselines: dict  # "sklearn" / "single_task" → task → metrics, on the same features and split
+    affinity: list | None  # (T, T) cosine of task gradients on the trunk, averaged over training
+    tasks: list
 
 
 def load_features(store: Store, table: str, version: int | None, tasks: tuple[str, ...]):
@@ -63,14 +66,15 @@ def train(store: Store, cfg: HeadConfig, artifacts: Path, version: int | None = 
                 and row["config_sha256"] == config_sha and Path(row["artifact_dir"]).is_dir()):
             stored = json.loads(row["metrics_json"])
             return TrainReport(head=cfg.name, version=row["version"], features_table=table, features_version=version,
-                               reused=True, metrics=stored["test"], artifact_dir=row["artifact_dir"], rows=stored["rows"])
+                               reused=True, metrics=stored["test"], artifact_dir=row["artifact_dir"], rows=stored["rows"],
+                               baselines=stored.get("baselines", {}), affinity=stored.get("affinity"),
+                               tasks=list(cfg.tasks))
 
     ids, X, raw = load_features(store, table, version, cfg.tasks)
     tasks = [TaskSpec.from_labels(name, raw[name]) for name in cfg.tasks]
     Y = {t.name: t.encode(raw[t.name]) for t in tasks}
     parts = split_masks(ids)
-    est = MultiTaskHeads(tasks, hidden=cfg.hidden, depth=cfg.depth, dropout=cfg.dropout, weighting=cfg.weighting,
-                         lr=cfg.lr, max_epochs=cfg.max_epochs, patience=cfg.patience, seed=cfg.seed)
+    est = _estimator(cfg, tasks)
     tr, va, te = parts["train"], parts["val"], parts["test"]
     with bar(cfg.max_epochs, f"train {cfg.name} on {table}@v{version}", unit="epoch") as progress_bar:
         def on_epoch(epoch, train_loss, val_loss):
@@ -81,17 +85,48 @@ def train(store: Store, cfg: HeadConfig, artifacts: Path, version: int | None = 
     pred = est.predict(X[te])
     metrics = {t.name: classification_metrics(Y[t.name][te], pred[t.name]) for t in tasks}
     rows = {s: int(m.sum()) for s, m in parts.items()}
+    baselines = _baselines(cfg, tasks, X, Y, parts) if cfg.baselines else {}
     previous = [r["version"] for r in registries.rows(store, HEADS) if r["name"] == cfg.name]
     head_version = max(previous, default=0) + 1
     folder = artifacts / "heads" / cfg.name / f"v{head_version}"
     lineage = {"features_table": table, "features_version": version, "head_config": asdict(cfg),
                "fusion": registries.get(store, "fusions", cfg.fusion)}
-    est.save(folder, extra={"lineage": lineage, "metrics": {"test": metrics, "rows": rows}})
+    summary = {"test": metrics, "rows": rows, "baselines": baselines, "affinity": est.affinity_}
+    est.save(folder, extra={"lineage": lineage, "metrics": summary})
+    from heads.plots import affinity_heatmap, training_curves
+
+    training_curves(est.history_, [t.name for t in tasks], folder / "training_curves.png")
+    if est.affinity_ is not None:
+        affinity_heatmap(est.affinity_, [t.name for t in tasks], folder / "task_affinity.png")
     registries.put(store, HEADS, {
         "id": f"{cfg.name}@v{head_version}", "name": cfg.name, "version": head_version, "features_table": table,
         "features_version": version, "config_sha256": config_sha,
         "tasks_json": json.dumps([t.to_json() for t in tasks]), "weighting": cfg.weighting, "seed": cfg.seed,
-        "metrics_json": json.dumps({"test": metrics, "rows": rows}), "artifact_dir": str(folder),
+        "metrics_json": json.dumps(summary), "artifact_dir": str(folder),
     })
     return TrainReport(head=cfg.name, version=head_version, features_table=table, features_version=version,
-                       reused=False, metrics=metrics, artifact_dir=str(folder), rows=rows)
+                       reused=False, metrics=metrics, artifact_dir=str(folder), rows=rows, baselines=baselines,
+                       affinity=est.affinity_, tasks=[t.name for t in tasks])
+
+
+def _estimator(cfg: HeadConfig, tasks: list[TaskSpec]) -> MultiTaskHeads:
+    return MultiTaskHeads(tasks, hidden=cfg.hidden, depth=cfg.depth, dropout=cfg.dropout, weighting=cfg.weighting,
+                          weighting_params=dict(cfg.weighting_params), lr=cfg.lr, max_epochs=cfg.max_epochs,
+                          patience=cfg.patience, seed=cfg.seed)
+
+
+def _baselines(cfg: HeadConfig, tasks: list[TaskSpec], X, Y, parts) -> dict:
+    """Per task, on the same features and split: a scikit-learn LogisticRegression, and a
+    single-task head (the same network with only that task)."""
+    from sklearn.linear_model import LogisticRegression
+
+    tr, va, te = parts["train"], parts["val"], parts["test"]
+    out: dict = {"sklearn": {}, "single_task": {}}
+    for t in tasks:
+        y = Y[t.name]
+        keep = tr & (y >= 0)
+        clf = LogisticRegression(max_iter=1000).fit(X[keep], y[keep])
+        out["sklearn"][t.name] = classification_metrics(y[te], clf.predict(X[te]))
+        single = _estimator(cfg, [t]).fit(X[tr], {t.name: y[tr]}, X[va], {t.name: y[va]})
+        out["single_task"][t.name] = classification_metrics(y[te], single.predict(X[te])[t.name])
+    return out

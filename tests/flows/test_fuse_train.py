@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,7 +51,8 @@ def test_fused_head_beats_single_modalities_on_task_needing_both(embedded):
     root, store = embedded
     acc = {}
     for name in ("text", "image", "both"):
-        cfg = HeadConfig(name=f"h-{name}", fusion=name, tasks=TASKS, hidden=64, max_epochs=150, patience=20)
+        cfg = HeadConfig(name=f"h-{name}", fusion=name, tasks=TASKS, hidden=64, max_epochs=150, patience=20,
+                         baselines=False)
         report = train(store, cfg, root / "artifacts")
         acc[name] = {t: m["accuracy"] for t, m in report.metrics.items()}
     assert acc["image"]["color"] > 0.9 and acc["text"]["topic"] > 0.9
@@ -60,7 +62,7 @@ def test_fused_head_beats_single_modalities_on_task_needing_both(embedded):
 
 def test_train_pins_version_records_lineage_and_reuses_when_unchanged(embedded):
     root, store = embedded
-    cfg = HeadConfig(name="h-pin", fusion="both", tasks=("color",), hidden=16, max_epochs=5)
+    cfg = HeadConfig(name="h-pin", fusion="both", tasks=("color",), hidden=16, max_epochs=5, baselines=False)
     first = train(store, cfg, root / "artifacts")
     assert not first.reused and first.features_version == store.version("fused__both")
     again = train(store, cfg, root / "artifacts")
@@ -79,3 +81,45 @@ def test_text_query_masks_image_block_and_finds_matching_topic(embedded):
     assert q.result.table == "fused__both" and q.result.version == store.version("fused__both")
     assert [h.item["label_topic"] for h in q.result.hits].count("animal") >= 4
     assert np.all(np.diff([h.distance for h in q.result.hits]) >= 0)
+
+
+@pytest.mark.parametrize("weighting", ["uncertainty", "dwa", "gradnorm", "pcgrad"])
+def test_train_with_each_weighting_learns_and_saves_affinity_baselines_and_plots(embedded, weighting):
+    root, store = embedded
+    cfg = HeadConfig(name=f"h-{weighting}", fusion="both", tasks=TASKS, hidden=64, max_epochs=60, patience=15,
+                     weighting=weighting, baselines=weighting == "gradnorm")
+    report = train(store, cfg, root / "artifacts")
+    assert report.metrics["color"]["accuracy"] > 0.9 and report.metrics["topic"]["accuracy"] > 0.9
+    assert np.array(report.affinity).shape == (3, 3)
+    np.testing.assert_allclose(np.diag(report.affinity), 1.0, atol=1e-5)
+    folder = Path(report.artifact_dir)
+    assert (folder / "training_curves.png").stat().st_size > 1000
+    assert (folder / "task_affinity.png").stat().st_size > 1000
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["params"]["weighting"] == weighting and len(saved["history"][0]["weights"]) == 3
+    if weighting == "gradnorm":
+        assert set(report.baselines) == {"sklearn", "single_task"}
+        assert set(report.baselines["sklearn"]) == set(TASKS)
+        assert report.baselines["sklearn"]["color"]["accuracy"] > 0.9
+
+
+def test_score_writes_predictions_incrementally_and_rescores_after_retraining(embedded):
+    from flows.stages.score import score
+
+    root, store = embedded
+    cfg = HeadConfig(name="h-score", fusion="both", tasks=("color", "topic"), hidden=64, max_epochs=150, patience=20,
+                     baselines=False)
+    train(store, cfg, root / "artifacts")
+    first = score(store, "h-score")
+    assert (first.scored, first.unchanged, first.head_version) == (240, 0, 1)
+    rows = {r["id"]: r for r in store.read("pred__h-score").to_pylist()}
+    items = {r["id"]: r for r in store.read("items").to_pylist()}
+    accuracy = np.mean([rows[i]["color_label"] == items[i]["label_color"] for i in rows])
+    assert accuracy > 0.9 and all(0 < r["topic_proba"] <= 1 for r in rows.values())
+    again = score(store, "h-score")
+    assert (again.scored, again.unchanged) == (0, 240)
+    from dataclasses import replace
+
+    train(store, replace(cfg, seed=1), root / "artifacts")
+    third = score(store, "h-score")
+    assert third.head_version == 2 and third.scored == 240 and store.read("pred__h-score").num_rows == 240
