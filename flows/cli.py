@@ -119,11 +119,16 @@ def _stage_lines(reports: dict) -> list[str]:
     return lines
 
 
+def _fmt_metrics(m: dict) -> str:
+    names = {"accuracy": "acc", "macro_f1": "F1", "micro_f1": "micro-F1", "rmse": "RMSE"}
+    return " ".join(f"{names.get(k, k)} {v:.3f}" for k, v in m.items() if k != "n")
+
+
 def _baseline_lines(r) -> list[str]:
     lines = []
-    for kind, label in (("sklearn", "LogisticRegression per task"), ("single_task", "single-task heads")):
+    for kind, label in (("sklearn", "scikit-learn per task"), ("single_task", "single-task heads")):
         if r.baselines.get(kind):
-            parts = [f"{t} acc {m['accuracy']:.3f} F1 {m['macro_f1']:.3f}" for t, m in r.baselines[kind].items()]
+            parts = [f"{t} {_fmt_metrics(m)}" for t, m in r.baselines[kind].items()]
             lines.append(f"  {r.head} baseline, {label}: " + "; ".join(parts))
     if r.affinity:
         lines.append(f"  {r.head} task affinity (gradient cosine on the trunk):")
@@ -135,12 +140,17 @@ def _metrics_table(train_reports) -> list[str]:
     if not train_reports:
         return []
     tasks = list(train_reports[0].metrics)
-    head = f"{'features':<10}" + "".join(f"{t + ' acc':>16}{t + ' F1':>16}" for t in tasks) + f"{'test rows':>11}"
-    lines = ["", "per-task test metrics (accuracy, macro-F1; split by a hash of id):", head]
-    for r in train_reports:
-        name = r.head.removeprefix("mtl-")
-        lines.append(f"{name:<10}" + "".join(f"{r.metrics[t]['accuracy']:>16.3f}{r.metrics[t]['macro_f1']:>16.3f}"
-                                             for t in tasks) + f"{r.metrics[tasks[0]]['n']:>11}")
+    if all(set(m) == {"accuracy", "macro_f1", "n"} for r in train_reports for m in r.metrics.values()):
+        head = f"{'features':<10}" + "".join(f"{t + ' acc':>16}{t + ' F1':>16}" for t in tasks) + f"{'test rows':>11}"
+        lines = ["", "per-task test metrics (accuracy, macro-F1; split by a hash of id):", head]
+        for r in train_reports:
+            name = r.head.removeprefix("mtl-")
+            lines.append(f"{name:<10}" + "".join(f"{r.metrics[t]['accuracy']:>16.3f}{r.metrics[t]['macro_f1']:>16.3f}"
+                                                 for t in tasks) + f"{r.metrics[tasks[0]]['n']:>11}")
+    else:
+        lines = ["", "per-task test metrics (split by a hash of id):"]
+        lines += [f"  {r.head}: " + "; ".join(f"{t} {_fmt_metrics(m)}" for t, m in r.metrics.items())
+                  for r in train_reports]
     for r in train_reports:
         lines += _baseline_lines(r)
     return lines

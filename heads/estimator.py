@@ -56,15 +56,27 @@ class MultiTaskHeads:
 
     # --- training -------------------------------------------------------------------------
     def _losses(self, out: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(T,) per-task losses over the rows that have each task's label (others masked)."""
         losses = []
         for t in self.tasks:
-            target = y[t.name]
-            keep = target != MISSING
-            if keep.any():
-                losses.append(nn.functional.cross_entropy(out[t.name][keep], target[keep]))
+            target, pred = y[t.name], out[t.name]
+            if t.kind == "multiclass":
+                keep = target != MISSING
             else:
-                losses.append(out[t.name].sum() * 0.0)
+                keep = ~torch.isnan(target if target.ndim == 1 else target[:, 0])
+            if not keep.any():
+                losses.append(pred.sum() * 0.0)
+            elif t.kind == "multiclass":
+                losses.append(nn.functional.cross_entropy(pred[keep], target[keep]))
+            elif t.kind == "multilabel":
+                losses.append(nn.functional.binary_cross_entropy_with_logits(pred[keep], target[keep]))
+            else:
+                losses.append(nn.functional.mse_loss(pred[keep, 0], target[keep]))
         return torch.stack(losses)
+
+    @staticmethod
+    def _target_tensor(t: TaskSpec, v) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(v, dtype=np.int64 if t.kind == "multiclass" else np.float32))
 
     def fit(self, X: np.ndarray, Y: dict[str, np.ndarray], X_val: np.ndarray | None = None,
             Y_val: dict[str, np.ndarray] | None = None, on_epoch=None) -> "MultiTaskHeads":
@@ -84,11 +96,11 @@ class MultiTaskHeads:
         params = list(self.model_.parameters()) + list(self.weighting_.parameters())
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         xt = torch.from_numpy(X)
-        yt = {k: torch.from_numpy(np.asarray(v, dtype=np.int64)) for k, v in Y.items()}
+        yt = {t.name: self._target_tensor(t, Y[t.name]) for t in self.tasks}
         has_val = X_val is not None and len(X_val) > 0
         if has_val:
             xv = torch.from_numpy(np.asarray(X_val, dtype=np.float32))
-            yv = {k: torch.from_numpy(np.asarray(v, dtype=np.int64)) for k, v in Y_val.items()}
+            yv = {t.name: self._target_tensor(t, Y_val[t.name]) for t in self.tasks}
         state = TrainState()
         affinity_sum, affinity_n = np.zeros((len(self.tasks), len(self.tasks))), 0
         best, best_state, bad_epochs = float("inf"), None, 0
@@ -148,10 +160,11 @@ class MultiTaskHeads:
             if t.name not in Y:
                 raise SchemaMismatch(f"no labels for task {t.name!r}", fix=f"pass Y[{t.name!r}] (use -1 for missing)")
             y = np.asarray(Y[t.name])
-            if y.shape != (len(X),):
-                raise SchemaMismatch(f"labels for {t.name!r} have shape {y.shape}, X has {len(X)} rows",
-                                     fix="one label per row")
-            if y.max(initial=MISSING) >= t.n_outputs:
+            want = (len(X), t.n_outputs) if t.kind == "multilabel" else (len(X),)
+            if y.shape != want:
+                raise SchemaMismatch(f"labels for {t.name!r} have shape {y.shape}, expected {want}",
+                                     fix="encode labels with TaskSpec.encode (one row per row of X)")
+            if t.kind == "multiclass" and y.max(initial=MISSING) >= t.n_outputs:
                 raise SchemaMismatch(f"task {t.name!r} has label index {y.max()} but {t.n_outputs} classes",
                                      fix="encode labels with TaskSpec.encode")
 
@@ -164,14 +177,30 @@ class MultiTaskHeads:
                                  fix="score with the fused table the head was trained on")
 
     def predict_proba(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """multiclass: (n, C) softmax; multilabel: (n, C) sigmoids; regression: (n,) values."""
         X = np.asarray(X, dtype=np.float32)
         self._check_fitted(X)
         with torch.no_grad():
             out = self.model_(torch.from_numpy(X))
-        return {k: torch.softmax(v, dim=1).numpy() for k, v in out.items()}
+        result = {}
+        for t in self.tasks:
+            v = out[t.name]
+            if t.kind == "multiclass":
+                result[t.name] = torch.softmax(v, dim=1).numpy()
+            elif t.kind == "multilabel":
+                result[t.name] = torch.sigmoid(v).numpy()
+            else:
+                result[t.name] = (v[:, 0] * t.std + t.mean).numpy()
+        return result
 
     def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        return {k: p.argmax(axis=1) for k, p in self.predict_proba(X).items()}
+        """multiclass: class index; multilabel: (n, C) bool at 0.5; regression: value."""
+        out = {}
+        proba = self.predict_proba(X)
+        for t in self.tasks:
+            p = proba[t.name]
+            out[t.name] = p.argmax(axis=1) if t.kind == "multiclass" else (p >= 0.5 if t.kind == "multilabel" else p)
+        return out
 
     # --- persistence: safetensors + JSON, never pickle -------------------------------------
     def save(self, folder: str | Path, extra: dict | None = None) -> Path:

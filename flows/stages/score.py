@@ -14,7 +14,7 @@ import pyarrow as pa
 from flows.progress import bar
 from heads import MultiTaskHeads
 from store import registries
-from store.db import Store, now_array, vectors_of
+from store.db import Store, now_array, vector_array, vectors_of
 from store.errors import MissingTable
 from store.schema import HEADS, pred_table_name
 
@@ -40,20 +40,27 @@ def latest_head(store: Store, name: str) -> dict:
     return max(rows, key=lambda r: r["version"])
 
 
-def pred_schema(tasks: list[str]) -> pa.Schema:
+def pred_schema(tasks) -> pa.Schema:
+    """Per task: multiclass ``<t>_label`` + ``<t>_proba``; multilabel ``<t>_labels`` (those
+    at ≥ 0.5) + ``<t>_probas``; regression ``<t>_value``."""
     fields = [pa.field("id", pa.string(), nullable=False), pa.field("head_version", pa.int32()),
               pa.field("inputs_hash", pa.int64())]
     for t in tasks:
-        fields += [pa.field(f"{t}_label", pa.string()), pa.field(f"{t}_proba", pa.float32())]
+        if t.kind == "multiclass":
+            fields += [pa.field(f"{t.name}_label", pa.string()), pa.field(f"{t.name}_proba", pa.float32())]
+        elif t.kind == "multilabel":
+            fields += [pa.field(f"{t.name}_labels", pa.list_(pa.string())),
+                       pa.field(f"{t.name}_probas", pa.list_(pa.float32(), len(t.classes)))]
+        else:
+            fields += [pa.field(f"{t.name}_value", pa.float32())]
     return pa.schema(fields + [pa.field("scored_at", pa.timestamp("us", tz="UTC"))])
 
 
 def score(store: Store, name: str) -> ScoreReport:
     reg = latest_head(store, name)
     est = MultiTaskHeads.load(reg["artifact_dir"])
-    tasks = [t.name for t in est.tasks]
     table = pred_table_name(name)
-    schema = pred_schema(tasks)
+    schema = pred_schema(est.tasks)
     store.ensure(table, schema, derived=True)
     done = store.read(table, ["id", "head_version", "inputs_hash"])
     seen = {i: (v, h) for i, v, h in zip(done.column("id").to_pylist(), done.column("head_version").to_pylist(),
@@ -73,9 +80,15 @@ def score(store: Store, name: str) -> ScoreReport:
                         "inputs_hash": [hashes[k] for k in todo]}
                 for t in est.tasks:
                     p = proba[t.name]
-                    best = p.argmax(axis=1)
-                    cols[f"{t.name}_label"] = [t.classes[c] for c in best]
-                    cols[f"{t.name}_proba"] = p[np.arange(len(best)), best].astype(np.float32)
+                    if t.kind == "multiclass":
+                        best = p.argmax(axis=1)
+                        cols[f"{t.name}_label"] = [t.classes[c] for c in best]
+                        cols[f"{t.name}_proba"] = p[np.arange(len(best)), best].astype(np.float32)
+                    elif t.kind == "multilabel":
+                        cols[f"{t.name}_labels"] = [[c for c, on in zip(t.classes, row) if on] for row in p >= 0.5]
+                        cols[f"{t.name}_probas"] = vector_array(p.astype(np.float32))
+                    else:
+                        cols[f"{t.name}_value"] = p.astype(np.float32)
                 cols["scored_at"] = now_array(len(todo))
                 store.upsert(table, pa.table(cols), schema)
                 scored += len(todo)

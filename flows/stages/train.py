@@ -16,7 +16,7 @@ import numpy as np
 
 from flows.config import HeadConfig
 from flows.progress import bar
-from heads import MultiTaskHeads, TaskSpec, classification_metrics, split_masks
+from heads import MultiTaskHeads, TaskSpec, split_masks, task_metrics
 from store import registries
 from store.db import Store, vectors_of
 from store.errors import ConfigError
@@ -39,8 +39,19 @@ class TrainReport:
     tasks: list
 
 
+def task_kind(arrow_type) -> str:
+    """The items column type decides the task: list → multilabel, number → regression."""
+    import pyarrow as pa
+
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return "multilabel"
+    if pa.types.is_floating(arrow_type) or pa.types.is_integer(arrow_type):
+        return "regression"
+    return "multiclass"
+
+
 def load_features(store: Store, table: str, version: int | None, tasks: tuple[str, ...]):
-    """ids, X (n, d) float32 and raw label lists for rows of ``table`` at ``version``."""
+    """ids, X (n, d) float32, raw label lists and task kinds for rows of ``table`` at ``version``."""
     t = store.read(table, ["id", "vector"], version=version)
     ids = t.column("id").to_pylist()
     X = vectors_of(t.column("vector"))
@@ -50,11 +61,12 @@ def load_features(store: Store, table: str, version: int | None, tasks: tuple[st
     if missing:
         raise ConfigError(f"items have no label columns {missing}", fix="ingest a manifest with those labels (--labels)")
     index = {i: k for k, i in enumerate(items.column("id").to_pylist())}
-    labels = {}
+    labels, kinds = {}, {}
     for name, col in zip(tasks, label_cols):
         values = items.column(col).to_pylist()
         labels[name] = [values[index[i]] if i in index else None for i in ids]
-    return ids, X, labels
+        kinds[name] = task_kind(items.schema.field(col).type)
+    return ids, X, labels, kinds
 
 
 def train(store: Store, cfg: HeadConfig, artifacts: Path, version: int | None = None, progress: bool = True) -> TrainReport:
@@ -70,8 +82,8 @@ def train(store: Store, cfg: HeadConfig, artifacts: Path, version: int | None = 
                                baselines=stored.get("baselines", {}), affinity=stored.get("affinity"),
                                tasks=list(cfg.tasks))
 
-    ids, X, raw = load_features(store, table, version, cfg.tasks)
-    tasks = [TaskSpec.from_labels(name, raw[name]) for name in cfg.tasks]
+    ids, X, raw, kinds = load_features(store, table, version, cfg.tasks)
+    tasks = [TaskSpec.from_labels(name, raw[name], kinds[name]) for name in cfg.tasks]
     Y = {t.name: t.encode(raw[t.name]) for t in tasks}
     parts = split_masks(ids)
     est = _estimator(cfg, tasks)
@@ -83,7 +95,7 @@ def train(store: Store, cfg: HeadConfig, artifacts: Path, version: int | None = 
 
         est.fit(X[tr], {k: v[tr] for k, v in Y.items()}, X[va], {k: v[va] for k, v in Y.items()}, on_epoch=on_epoch)
     pred = est.predict(X[te])
-    metrics = {t.name: classification_metrics(Y[t.name][te], pred[t.name]) for t in tasks}
+    metrics = {t.name: task_metrics(t, Y[t.name][te], pred[t.name]) for t in tasks}
     rows = {s: int(m.sum()) for s, m in parts.items()}
     baselines = _baselines(cfg, tasks, X, Y, parts) if cfg.baselines else {}
     previous = [r["version"] for r in registries.rows(store, HEADS) if r["name"] == cfg.name]
@@ -116,17 +128,28 @@ def _estimator(cfg: HeadConfig, tasks: list[TaskSpec]) -> MultiTaskHeads:
 
 
 def _baselines(cfg: HeadConfig, tasks: list[TaskSpec], X, Y, parts) -> dict:
-    """Per task, on the same features and split: a scikit-learn LogisticRegression, and a
-    single-task head (the same network with only that task)."""
-    from sklearn.linear_model import LogisticRegression
+    """Per task, on the same features and split: a scikit-learn model (LogisticRegression,
+    one-vs-rest LogisticRegression for multi-label, Ridge for regression), and a single-task
+    head (the same network with only that task)."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.multiclass import OneVsRestClassifier
 
     tr, va, te = parts["train"], parts["val"], parts["test"]
     out: dict = {"sklearn": {}, "single_task": {}}
     for t in tasks:
         y = Y[t.name]
-        keep = tr & (y >= 0)
-        clf = LogisticRegression(max_iter=1000).fit(X[keep], y[keep])
-        out["sklearn"][t.name] = classification_metrics(y[te], clf.predict(X[te]))
+        keep = tr & t.labelled(y)
+        if t.kind == "multiclass":
+            model = LogisticRegression(max_iter=1000)
+        elif t.kind == "multilabel":
+            model = OneVsRestClassifier(LogisticRegression(max_iter=1000))
+        else:
+            model = Ridge(alpha=1.0)
+        model.fit(X[keep], y[keep].astype(int) if t.kind == "multilabel" else y[keep])
+        pred = model.predict(X[te])
+        if t.kind == "regression":
+            pred = pred * t.std + t.mean
+        out["sklearn"][t.name] = task_metrics(t, y[te], pred)
         single = _estimator(cfg, [t]).fit(X[tr], {t.name: y[tr]}, X[va], {t.name: y[va]})
-        out["single_task"][t.name] = classification_metrics(y[te], single.predict(X[te])[t.name])
+        out["single_task"][t.name] = task_metrics(t, y[te], single.predict(X[te])[t.name])
     return out
