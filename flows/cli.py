@@ -208,53 +208,38 @@ def cmd_ingest(args) -> int:
     return 0
 
 
-def cmd_embed(args) -> int:
+def _stage(args, stage: str, **params) -> dict:
+    """One stage, as a Prefect flow (``--prefect`` or ``PREFECT_API_URL``) or a plain call;
+    ``params`` are the keyword arguments shared by the flow and ``runner.run_<stage>``."""
     from flows import runner
 
     root = Path(args.project).resolve()
     if _use_prefect(args, default=False):
-        reports = _run_flow("embed", root, modality=args.modality, encoders=args.encoder)
-    else:
-        reports = {"embed": runner.run_embed(root, args.modality, args.encoder)}
+        return _run_flow(stage, root, **params)
+    return {stage: getattr(runner, f"run_{stage}")(root, **params)}
+
+
+def cmd_embed(args) -> int:
+    reports = _stage(args, "embed", modality=args.modality, encoders=args.encoder)
     _out(args, _reports_payload(reports), "\n".join(_stage_lines(reports)))
     return 0
 
 
 def cmd_fuse(args) -> int:
-    from flows import runner
-
-    root = Path(args.project).resolve()
-    if _use_prefect(args, default=False):
-        reports = _run_flow("fuse", root, name=args.name, refit=args.refit)
-    else:
-        reports = {"fuse": runner.run_fuse(root, args.name, args.refit)}
+    reports = _stage(args, "fuse", name=args.name, refit=args.refit)
     _out(args, _reports_payload(reports), "\n".join(_stage_lines(reports)))
     return 0
 
 
 def cmd_train(args) -> int:
-    from flows import runner
-
-    root = Path(args.project).resolve()
-    if _use_prefect(args, default=False):
-        reports = _run_flow("train", root, name=args.name, version=args.version)
-    else:
-        reports = {"train": runner.run_train(root, args.name, args.version)}
+    reports = _stage(args, "train", name=args.name, version=args.version)
     _out(args, _reports_payload(reports), "\n".join(_stage_lines(reports) + _metrics_table(reports["train"])))
     return 0
 
 
 def cmd_score(args) -> int:
-    from flows import runner
-
-    root = Path(args.project).resolve()
-    if _use_prefect(args, default=False):
-        reports = _run_flow("score", root, name=args.name)["score"]
-    else:
-        reports = runner.run_score(root, args.name)
-    lines = [f"score {r.head}@v{r.head_version} on {r.features_table}@v{r.features_version}: {r.scored} rows scored, "
-             f"{r.unchanged} unchanged → {r.table}@v{r.version}" for r in reports]
-    _out(args, {"score": [dataclasses.asdict(r) for r in reports]}, "\n".join(lines))
+    reports = _stage(args, "score", name=args.name)
+    _out(args, _reports_payload(reports), "\n".join(_stage_lines(reports)))
     return 0
 
 
@@ -286,8 +271,9 @@ def cmd_status(args) -> int:
                            for r in registries.rows(store, "fusions")],
                "heads": [{k: r[k] for k in ("id", "features_table", "features_version", "weighting")}
                          for r in registries.rows(store, "heads")]}
-    lines = [f"store {cfg.store_uri}", f"{'table':<55}{'rows':>8}{'version':>9}"]
-    lines += [f"{t['name']:<55}{t['rows']:>8}{t['version']:>9}" for t in tables]
+    w = max([len(t["name"]) for t in tables] + [10]) + 2
+    lines = [f"store {cfg.store_uri}", f"{'table':<{w}}{'rows':>9}{'version':>9}"]
+    lines += [f"{t['name']:<{w}}{t['rows']:>9}{t['version']:>9}" for t in tables]
     if payload["rejects_by_reason"]:
         lines += ["rejects by stage and reason:"] + [f"  {k}: {v}" for k, v in payload["rejects_by_reason"].items()]
     _out(args, payload, "\n".join(lines))
@@ -324,8 +310,9 @@ def cmd_encoders(args) -> int:
         _say(f"{row['modality']}: {row['id']} is now active; re-run plait fuse to re-fuse with it")
     rows = [{k: r[k] for k in ("id", "modality", "spec", "dim", "fingerprint", "status")}
             for r in encoder_tables.all_tables(store)]
-    lines = [f"{'table':<70}{'modality':<10}{'dim':>6}  status"]
-    lines += [f"{r['id']:<70}{r['modality']:<10}{r['dim']:>6}  {r['status']}" for r in rows]
+    w = max([len(r["id"]) for r in rows] + [10]) + 2
+    lines = [f"{'table':<{w}}{'modality':<10}{'dim':>6}  status"]
+    lines += [f"{r['id']:<{w}}{r['modality']:<10}{r['dim']:>6}  {r['status']}" for r in rows]
     _out(args, {"encoders": rows}, "\n".join(lines))
     return 0
 

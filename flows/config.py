@@ -8,9 +8,13 @@ from __future__ import annotations
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from store.errors import ConfigError
 from store.schema import MODALITIES
+
+if TYPE_CHECKING:
+    from store.db import Store
 
 PROJECT_FILE = "plait.toml"
 

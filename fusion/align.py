@@ -35,14 +35,11 @@ class _TwoBlockFusion(Fusion):
     def project(self, modality: str, x: np.ndarray) -> np.ndarray:
         """One modality's rows in the common space (for cross-modal retrieval)."""
         check_is_fitted(self)
-        if x.shape[1] != self.dims_[modality]:
-            raise SchemaMismatch(f"block {modality!r} has {x.shape[1]} dims, fitted on {self.dims_[modality]}",
-                                 fix="refit the fusion (plait fuse --refit)")
+        self._check_width(modality, x)
         return self._project(modality, np.asarray(x, np.float32))
 
     def transform(self, blocks: Blocks, masks: Masks | None = None) -> np.ndarray:
-        check_is_fitted(self)
-        _, masks = check_blocks(blocks, masks, self.modalities_)
+        masks = self._validated(blocks, masks)
         latents = [self.project(m, blocks[m]) for m in self.modalities_]
         return masked_mean(latents, np.stack([masks[m] for m in self.modalities_], axis=1))
 

@@ -60,6 +60,19 @@ class Fusion:
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in self._params}
 
+    def _validated(self, blocks: Blocks, masks: Masks | None) -> dict[str, np.ndarray]:
+        """For ``transform``: fitted, every fitted block present, widths as fitted; returns masks."""
+        check_is_fitted(self)
+        _, masks = check_blocks(blocks, masks, self.modalities_)
+        for m in self.modalities_:
+            self._check_width(m, blocks[m])
+        return masks
+
+    def _check_width(self, modality: str, x: np.ndarray) -> None:
+        if x.shape[1] != self.dims_[modality]:
+            raise SchemaMismatch(f"block {modality!r} has {x.shape[1]} dims, the fusion was fitted on "
+                                 f"{self.dims_[modality]}", fix="refit the fusion (plait fuse --refit) after changing an encoder")
+
     def needs_fit_rows(self) -> bool:
         """Whether ``fit`` learns from rows (else only widths matter: a 0-row sample will do)."""
         return True

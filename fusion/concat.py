@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from fusion.base import FUSIONS, Blocks, Fusion, Masks, check_blocks, check_is_fitted
-from store.errors import SchemaMismatch
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -85,12 +84,7 @@ class ConcatFusion(Fusion):
         return sum(self.dims_.values())
 
     def transform(self, blocks: Blocks, masks: Masks | None = None) -> np.ndarray:
-        check_is_fitted(self)
-        _, masks = check_blocks(blocks, masks, self.modalities_)
-        for m in self.modalities_:
-            if blocks[m].shape[1] != self.dims_[m]:
-                raise SchemaMismatch(f"block {m!r} has {blocks[m].shape[1]} dims, the fusion was fitted on {self.dims_[m]}",
-                                     fix="refit the fusion (plait fuse --refit) after changing an encoder")
+        masks = self._validated(blocks, masks)
         return concat_fuse(blocks, masks, self.modalities_, getattr(self, "mean_", None),
                            getattr(self, "scale_", None), self.normalize)
 

@@ -111,11 +111,6 @@ class ProjectionFusion(Fusion):
     def _mlp(p: dict, x: np.ndarray) -> np.ndarray:
         return (np.maximum(x @ p["w1"] + p["b1"], 0) @ p["w2"] + p["b2"]).astype(np.float32)
 
-    def _check_width(self, modality: str, x: np.ndarray) -> None:
-        if x.shape[1] != self.dims_[modality]:
-            raise SchemaMismatch(f"block {modality!r} has {x.shape[1]} dims, fitted on {self.dims_[modality]}",
-                                 fix="refit the fusion (plait fuse --refit)")
-
     def project(self, modality: str, x: np.ndarray) -> np.ndarray:
         """One modality in the shared space (contrastive objective only)."""
         check_is_fitted(self)
@@ -126,10 +121,7 @@ class ProjectionFusion(Fusion):
         return self._mlp(self.params_[modality], np.asarray(x, np.float32))
 
     def transform(self, blocks: Blocks, masks: Masks | None = None) -> np.ndarray:
-        check_is_fitted(self)
-        _, masks = check_blocks(blocks, masks, self.modalities_)
-        for m in self.modalities_:
-            self._check_width(m, blocks[m])
+        masks = self._validated(blocks, masks)
         if self.objective == "supervised":
             return self._mlp(self.params_["joint"], self._joint_input(blocks, masks))
         latents = [self.project(m, blocks[m]) for m in self.modalities_]

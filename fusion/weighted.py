@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fusion.base import FUSIONS, Blocks, Fusion, Masks, check_blocks, check_is_fitted
+from fusion.base import FUSIONS, Blocks, Fusion, Masks, check_blocks
 from fusion.concat import l2_normalize
 from fusion.labels import as_tasks
 from fusion.simplex import row_weights, softmax, torch_row_weights
@@ -119,12 +119,7 @@ class WeightedFusion(Fusion):
         return softmax(theta.detach().numpy()).astype(np.float32)
 
     def transform(self, blocks: Blocks, masks: Masks | None = None) -> np.ndarray:
-        check_is_fitted(self)
-        _, masks = check_blocks(blocks, masks, self.modalities_)
-        for m in self.modalities_:
-            if blocks[m].shape[1] != self.dims_[m]:
-                raise SchemaMismatch(f"block {m!r} has {blocks[m].shape[1]} dims, the fusion was fitted on {self.dims_[m]}",
-                                     fix="refit the fusion (plait fuse --refit) after changing an encoder")
+        masks = self._validated(blocks, masks)
         return weighted_fuse(blocks, masks, self.modalities_, self.weights_, self.mean_, self.components_)
 
     def _fitted_arrays(self) -> dict[str, np.ndarray]:

@@ -12,8 +12,6 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from flows.config import HeadConfig
 from flows.progress import bar
 from heads import MultiTaskHeads, TaskSpec, split_masks, task_metrics

@@ -10,7 +10,6 @@ The network itself is trained on Σ_t w_t·L_t with the weights before the updat
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from heads.weighting.base import WEIGHTINGS, TrainState, Weighting, set_flat_grad, task_gradients
 

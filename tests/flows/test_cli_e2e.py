@@ -25,7 +25,7 @@ def project(tmp_path_factory):
     from synthetic import write_dataset
 
     root = tmp_path_factory.mktemp("e2e")
-    manifest = write_dataset(root / "data", n=60)
+    write_dataset(root / "data", n=60)
     from synthetic import truncated_jpeg
 
     (root / "data" / "img" / "item-0007.png").write_bytes(truncated_jpeg())  # header fine: fails at decode
