@@ -31,3 +31,40 @@ def test_stage_trains_and_scores_float_and_list_labels_as_regression_and_multila
     pred = store.read("pred__k").to_pylist()[0]
     assert isinstance(pred["price_value"], float) and isinstance(pred["tags_labels"], list)
     assert len(pred["tags_probas"]) == 3 and pred["color_label"] in ("red", "blue")
+
+
+def test_score_fails_clearly_when_fused_width_no_longer_matches_the_head(store, dataset, tmp_path):
+    import pytest
+
+    from store import encoder_tables
+    from store.errors import SchemaMismatch
+
+    ingest(store, SourceConfig(name="s", manifest="x", labels=("color",)), dataset)
+    embed(store, "image", "classic:color")
+    fuse(store, FusionConfig(name="f", inputs=("image",)), tmp_path)
+    train(store, HeadConfig(name="h", fusion="f", tasks=("color",), hidden=8, max_epochs=3, baselines=False), tmp_path)
+    encoder_tables.promote(store, embed(store, "image", "classic:hog").table)
+    fuse(store, FusionConfig(name="f", inputs=("image",)), tmp_path)  # 108 → 324 dims
+    with pytest.raises(SchemaMismatch, match="324 features, the head was trained on 108") as info:
+        score(store, "h")
+    assert "fused table the head was trained on" in info.value.fix
+
+
+def test_head_with_unknown_task_kind_in_its_config_fails_to_load(tmp_path):
+    import json
+
+    import numpy as np
+    import pytest
+
+    from heads import MultiTaskHeads, TaskSpec
+    from store.errors import ConfigError
+
+    X = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    est = MultiTaskHeads([TaskSpec(name="t", classes=("a", "b"))], hidden=4, max_epochs=2).fit(
+        X, {"t": (X[:, 0] > 0).astype(np.int64)})
+    est.save(tmp_path / "h")
+    cfg = json.loads((tmp_path / "h" / "config.json").read_text())
+    cfg["params"]["tasks"][0]["kind"] = "ranking"
+    (tmp_path / "h" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="unknown kind 'ranking'"):
+        MultiTaskHeads.load(tmp_path / "h")
