@@ -161,26 +161,37 @@ def run_nvjpeg(paths, model, device, batch, workers, out_dir) -> tuple[float, in
     return time.perf_counter() - t0, done
 
 
-def run_pil_workers(paths, model, device, batch, workers, out_dir) -> tuple[float, int]:
-    import torch
+class PilPrepare:
+    """Picklable path → (3, 224, 224) array: PIL decode, shorter side to 224, centre crop,
+    CLIP normalisation (what open_clip's eval transform does), in a worker process."""
 
-    from flows.batching import decoded_batches
-    from flows.gpu_decode import CLIP_MEAN, CLIP_STD
-    from flows.images import decode_image
+    def __init__(self, dtype):
+        from flows.gpu_decode import CLIP_MEAN, CLIP_STD
 
-    mean = np.array(CLIP_MEAN, np.float32)[:, None, None]
-    std = np.array(CLIP_STD, np.float32)[:, None, None]
+        self.dtype = dtype
+        self.mean = np.array(CLIP_MEAN, np.float32)[:, None, None]
+        self.std = np.array(CLIP_STD, np.float32)[:, None, None]
 
-    def prepare(path):
+    def __call__(self, path):
         from PIL import Image
+
+        from flows.images import decode_image
 
         img = decode_image(path)
         w, h = img.size
         s = 224 / min(w, h)
         img = img.resize((max(224, round(w * s)), max(224, round(h * s))), Image.BICUBIC)
-        l, t = (img.size[0] - 224) // 2, (img.size[1] - 224) // 2
-        x = np.asarray(img.crop((l, t, l + 224, t + 224)), np.float32).transpose(2, 0, 1) / 255.0
-        return ((x - mean) / std).astype(np.float16 if device.type == "cuda" else np.float32)
+        left, top = (img.size[0] - 224) // 2, (img.size[1] - 224) // 2
+        x = np.asarray(img.crop((left, top, left + 224, top + 224)), np.float32).transpose(2, 0, 1) / 255.0
+        return ((x - self.mean) / self.std).astype(self.dtype)
+
+
+def run_pil_workers(paths, model, device, batch, workers, out_dir) -> tuple[float, int]:
+    import torch
+
+    from flows.batching import decoded_batches
+
+    prepare = PilPrepare(np.float16 if device.type == "cuda" else np.float32)
 
     write, sink = _writer(out_dir, 512)
     done = 0

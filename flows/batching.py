@@ -60,16 +60,32 @@ def default_workers(n_items: int) -> int:
     return max(1, min(16, (os.cpu_count() or 2) - 1))
 
 
+class DecodeAndPrepare:
+    """Picklable ``source → model input``: decode (SVG rendered at ``size``) then the encoder's
+    own preprocessing."""
+
+    def __init__(self, preprocessor: Callable, size: int):
+        self.preprocessor = preprocessor
+        self.size = size
+
+    def __call__(self, source):
+        from flows.images import decode_image
+
+        return self.preprocessor(decode_image(source, self.size))
+
+
 def decoded_batches(sources: Sequence, prepare: Callable, batch_size: int, workers: int) -> Iterator[DecodedBatch]:
     """Batches of decoded inputs in order; ``prepare(source) -> np.ndarray`` runs in workers.
 
-    Workers are forked, so ``prepare`` may close over a loaded encoder without pickling it.
+    Workers start through a fork server, not by forking this process: LanceDB runs threads
+    here, and it warns that a forked child can deadlock. So ``prepare`` must be picklable
+    (see :class:`DecodeAndPrepare` and ``Encoder.image_preprocessor``).
     """
     from torch.utils.data import DataLoader
 
     loader = DataLoader(_ImageDataset(sources, prepare), batch_size=batch_size, shuffle=False,
                         num_workers=workers, collate_fn=_collate,
-                        multiprocessing_context="fork" if workers else None,
+                        multiprocessing_context="forkserver" if workers else None,
                         prefetch_factor=4 if workers else None)
     yield from loader
 

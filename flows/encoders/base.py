@@ -67,6 +67,12 @@ class Encoder:
         """Decoded RGB image → model input for one image (may run in a worker process)."""
         raise ConfigError(f"encoder {self.spec!r} does not encode images", fix="pick an image encoder for modality image")
 
+    def image_preprocessor(self):
+        """A picklable ``PIL.Image → np.ndarray`` for decode worker processes (which are
+        started fresh, not forked: forking a process that runs LanceDB's threads can
+        deadlock). The default pickles the encoder, so heavy encoders override it."""
+        return self.preprocess_image
+
     def encode_images(self, batch: np.ndarray) -> np.ndarray:
         """Stacked ``preprocess_image`` outputs → ``(n, dim)`` float32."""
         raise ConfigError(f"encoder {self.spec!r} does not encode images", fix="pick an image encoder for modality image")

@@ -12,7 +12,7 @@ code is needed per model. Options (all optional except ``modality``):
 """
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -129,22 +129,10 @@ class OnnxEncoder(Encoder):
         return out.astype(np.float32)
 
     def preprocess_image(self, image: Image.Image) -> np.ndarray:
-        size = self.image_size
-        if self.opts["resize"] == "squash":
-            image = image.resize((size, size), Image.BICUBIC)
-        else:
-            w, h = image.size
-            scale = size / min(w, h)
-            image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-            w, h = image.size
-            left, top = (w - size) // 2, (h - size) // 2
-            image = image.crop((left, top, left + size, top + size))
-        x = np.asarray(image.convert("RGB"), dtype=np.uint8)  # (h, w, 3)
-        if self.opts["dtype"] == "float32":
-            mean = np.array([float(v) for v in self.opts["mean"].split(",")], np.float32)
-            std = np.array([float(v) for v in self.opts["std"].split(",")], np.float32)
-            x = (x.astype(np.float32) / 255.0 - mean) / std
-        return x.transpose(2, 0, 1) if self.opts["layout"] == "nchw" else x
+        return preprocess(self.opts, image)
+
+    def image_preprocessor(self):
+        return partial(preprocess, dict(self.opts))
 
     def encode_images(self, batch: np.ndarray) -> np.ndarray:
         self.load()
@@ -166,3 +154,23 @@ class OnnxEncoder(Encoder):
                 feeds[name] = np.zeros_like(ids)
         out = self._session.run([self._output_meta.name], feeds)[0]
         return self._finish(out, mask)
+
+
+def preprocess(opts: dict, image: Image.Image) -> np.ndarray:
+    """Resize/crop, dtype and layout as the spec's options say (module-level: picklable)."""
+    size = int(opts["size"])
+    if opts["resize"] == "squash":
+        image = image.resize((size, size), Image.BICUBIC)
+    else:
+        w, h = image.size
+        scale = size / min(w, h)
+        image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+        w, h = image.size
+        left, top = (w - size) // 2, (h - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    x = np.asarray(image.convert("RGB"), dtype=np.uint8)  # (h, w, 3)
+    if opts["dtype"] == "float32":
+        mean = np.array([float(v) for v in opts["mean"].split(",")], np.float32)
+        std = np.array([float(v) for v in opts["std"].split(",")], np.float32)
+        x = (x.astype(np.float32) / 255.0 - mean) / std
+    return x.transpose(2, 0, 1) if opts["layout"] == "nchw" else x

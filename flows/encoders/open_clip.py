@@ -156,6 +156,10 @@ class ClipEncoder(Encoder):
         self.load()
         return self._preprocess(image).numpy()
 
+    def image_preprocessor(self):
+        self.load()
+        return _TransformToNumpy(self._preprocess)  # the torchvision transform only, not the model
+
     def _run(self, fn, x) -> np.ndarray:
         import torch
 
@@ -176,3 +180,13 @@ class ClipEncoder(Encoder):
     def encode_text(self, texts: list[str]) -> np.ndarray:
         self.load()
         return self._run(self._model.encode_text, self._tokenizer(texts))
+
+
+class _TransformToNumpy:
+    """A torchvision transform as a picklable ``PIL.Image → np.ndarray``."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        return self.transform(image).numpy()

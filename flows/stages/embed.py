@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from flows.batching import OomSplitter, decoded_batches, default_workers
+from flows.batching import DecodeAndPrepare, OomSplitter, decoded_batches, default_workers
 from flows.encoders import Encoder, build_encoder
-from flows.images import decode_image
 from flows.progress import bar
 from store import encoder_tables, rejects
 from store.db import Store, now_array, vector_array
@@ -180,11 +179,7 @@ def _embed_texts(enc: Encoder, todo, options: EmbedOptions, writer: _Writer, pro
 def _embed_images(store: Store, enc: Encoder, todo, options: EmbedOptions, writer: _Writer, progress) -> int:
     sources = _image_sources(store, todo)
     workers = default_workers(len(todo)) if options.workers is None else options.workers
-    size = enc.image_size
-
-    def prepare(source):
-        return enc.preprocess_image(decode_image(source, size))
-
+    prepare = DecodeAndPrepare(enc.image_preprocessor(), enc.image_size)
     encode = OomSplitter(enc.encode_images, options.batch_size)
     calls = 0
     for batch in decoded_batches(sources, prepare, options.batch_size, workers):
