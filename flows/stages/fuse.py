@@ -251,11 +251,12 @@ def fuse(store: Store, cfg: FusionConfig, artifacts: Path, refit: bool = False) 
     if gone:
         store.delete_ids(table, gone)
     version = store.version(table)
-    registries.put(store, FUSIONS_TABLE, {
-        "id": cfg.name, "method": method, "config_json": json.dumps({**cfg.method_params(), "tasks": list(cfg.tasks)}),
-        "params_dir": str(folder), "fingerprint": fp, "inputs_json": json.dumps(inputs),
-        "fused_table": table, "fused_version": version,
-    })
+    row = {"id": cfg.name, "method": method, "config_json": json.dumps({**cfg.method_params(), "tasks": list(cfg.tasks)}),
+           "params_dir": str(folder), "fingerprint": fp, "inputs_json": json.dumps(inputs),
+           "fused_table": table, "fused_version": version}
+    known = registries.get(store, FUSIONS_TABLE, cfg.name)
+    if known is None or any(known[k] != v for k, v in row.items()):  # an unchanged run writes no new version
+        registries.put(store, FUSIONS_TABLE, row)
     return FuseReport(name=cfg.name, method=method, table=table, fused=len(todo), unchanged=len(index) - len(todo),
                       removed=len(gone), version=version, fingerprint=fp, refitted=refitted)
 

@@ -48,8 +48,10 @@ def test_weighted_fusion_learns_weights_from_task_labels_through_the_stage(embed
     assert est.modalities_ == ["text", "image"] and est.weights_[1] > 0.8  # colour is only in the image
     reg = embedded.read("fusions", where="id = 'w'").to_pylist()[0]
     assert json.loads(reg["config_json"])["tasks"] == ["color"]
+    registry_version = embedded.version("fusions")
     again = fuse(embedded, cfg, tmp_path)
     assert not again.refitted and again.fused == 0
+    assert embedded.version("fusions") == registry_version  # nothing changed: no new registry version
 
 
 def test_cca_fusion_through_the_stage_refits_only_when_params_change(embedded, tmp_path):
