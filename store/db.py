@@ -120,12 +120,15 @@ class Store:
         return q.limit(None).to_arrow()
 
     def iter_batches(self, name: str, columns: list[str] | None = None, version: int | None = None,
-                     batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
-        """Stream a table in record batches: memory stays flat in the number of rows."""
+                     batch_size: int = 8192, with_row_id: bool = False) -> Iterator[pa.RecordBatch]:
+        """Stream a table in record batches: memory stays flat in the number of rows.
+        ``with_row_id`` adds ``_rowid``, the stable key for ``take_row_ids`` gathers."""
         tbl = self.open(name, version)
         q = tbl.search()
         if columns:
             q = q.select(columns)
+        if with_row_id:
+            q = q.with_row_id(True)
         yield from q.limit(None).to_batches(batch_size)
 
     def status(self) -> list[dict]:

@@ -5,7 +5,6 @@ version, so any result can be reproduced with ``Store.open(name, version)``.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pyarrow as pa
@@ -39,6 +38,3 @@ def get(store: Store, registry: str, key: str) -> dict[str, Any] | None:
     found = rows(store, registry, where=f"id = '{safe}'")
     return found[0] if found else None
 
-
-def loads(row: dict[str, Any], column: str) -> Any:
-    return json.loads(row[column]) if row.get(column) else None

@@ -95,7 +95,8 @@ def _input_index(store: Store, modalities: list[str]) -> tuple[InputIndex, list[
         inputs.append({"modality": m, "table": reg["id"], "version": tbl.version, "fingerprint": reg["fingerprint"],
                        "spec": reg["spec"]})
         ids, rows, hashes = [], [], []
-        for batch in tbl.search().select(["id", "content_sha256"]).with_row_id(True).limit(None).to_batches(SCAN_ROWS):
+        for batch in store.iter_batches(reg["id"], ["id", "content_sha256"], version=tbl.version,
+                                        batch_size=SCAN_ROWS, with_row_id=True):
             ids.append(_hash64(batch.column("id").to_pylist()))
             rows.append(batch.column("_rowid").to_numpy())
             hashes.append(_hash64(batch.column("content_sha256").to_pylist(), reg["fingerprint"] + ":"))
@@ -192,7 +193,7 @@ def _stored_index(store: Store, table: str) -> tuple[np.ndarray, np.ndarray, pa.
     """(id hashes, inputs hashes) of the rows already in the fused table, scanned in batches,
     and the (id, id hash) of all of them for deletions (small: only ids, read once)."""
     hashes, values, ids = [], [], []
-    for batch in store.open(table).search().select(["id", "inputs_hash"]).limit(None).to_batches(SCAN_ROWS):
+    for batch in store.iter_batches(table, ["id", "inputs_hash"], batch_size=SCAN_ROWS):
         hashes.append(_hash64(batch.column("id").to_pylist()))
         values.append(batch.column("inputs_hash").to_numpy(zero_copy_only=False))
         ids.append(batch.column("id"))

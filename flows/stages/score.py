@@ -68,7 +68,8 @@ def score(store: Store, name: str) -> ScoreReport:
     features = store.open(reg["features_table"])
     scored = unchanged = 0
     with bar(features.count_rows(), f"score {name}@v{reg['version']}") as progress:
-        for batch in features.search().select(["id", "vector", "inputs_hash"]).limit(None).to_batches(BATCH_ROWS):
+        for batch in store.iter_batches(reg["features_table"], ["id", "vector", "inputs_hash"],
+                                        version=features.version, batch_size=BATCH_ROWS):
             ids = batch.column("id").to_pylist()
             hashes = batch.column("inputs_hash").to_pylist()
             todo = [k for k, (i, h) in enumerate(zip(ids, hashes)) if seen.get(i) != (reg["version"], h)]
