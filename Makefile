@@ -17,6 +17,7 @@ QUIET := 2>&1 | { grep -v "^WARNING: Location" || true; }
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@python3 .ci/check_disk.py $(VENV) 8
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@echo "installing plait and its dependencies into $(VENV) (about 4 minutes the first time)"
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH) $(QUIET)
