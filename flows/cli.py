@@ -86,13 +86,14 @@ def cmd_demo(args) -> int:
 
 def _demo_queries(root: Path, cfg) -> list[dict]:
     from flows import demo
-    from flows.stages.query import QueryEncoder
+    from flows.stages.query import Query, QuerySpace
     from store.db import Store
+    from store.search import SearchRequest
 
-    qe = QueryEncoder(Store(cfg.store_uri), "fused")
+    space = QuerySpace(Store(cfg.store_uri), "fused")
     out = []
     for text in demo.QUERIES:
-        q = qe.search_text(text, k=3, item_columns=["text", "label_group"])
+        q = space.ask(Query(text=text), SearchRequest(k=3, columns=("text", "label_group")))
         out.append({"query": text, "table": q.result.table, "version": q.result.version, "used": q.used,
                     "masked": q.masked, "hits": [{"id": h.id, "distance": round(h.distance, 4),
                                                   "text": h.item.get("text"), "group": h.item.get("label_group")}
@@ -243,20 +244,6 @@ def cmd_score(args) -> int:
     return 0
 
 
-def cmd_query(args) -> int:
-    from flows.config import open_project
-    from flows.stages.query import QueryEncoder
-
-    _, store = open_project(Path(args.project).resolve())
-    q = QueryEncoder(store, args.fusion).search_text(args.text, k=args.k, item_columns=["text"])
-    payload = {"query": q.text, "table": q.result.table, "version": q.result.version, "used": q.used,
-               "masked": q.masked, "hits": [dataclasses.asdict(h) for h in q.result.hits]}
-    lines = [f"{q.result.table}@v{q.result.version} (blocks used: {q.used}, masked: {q.masked})"]
-    lines += [f"  {h.id:<14} {h.distance:.3f}  {(h.item.get('text') or '')[:70]}" for h in q.result.hits]
-    _out(args, payload, "\n".join(lines))
-    return 0
-
-
 def cmd_status(args) -> int:
     from flows.config import open_project
     from store import registries, rejects
@@ -375,10 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("score", cmd_score, "write a head's predictions for every fused row into pred__HEAD")
     sp.add_argument("name", nargs="?", help="head name (default: every configured head)")
     prefect_flag(sp)
-    sp = add("query", cmd_query, "nearest items to a text in a fused table")
-    sp.add_argument("text")
-    sp.add_argument("--fusion", default="fused")
-    sp.add_argument("-k", type=int, default=5)
+    from flows.cli_search import add_commands
+
+    add_commands(add, _out)
     add("status", cmd_status, "tables, versions, rejects and lineage")
     sp = add("encoders", cmd_encoders, "list embedding tables; promote a candidate; roll back")
     sp.add_argument("action", nargs="?", default="list", choices=["list", "promote", "rollback", "kinds"])

@@ -25,9 +25,14 @@ def run_ingest(root: str | Path, source: str | None = None) -> list[IngestReport
 
 def run_embed(root: str | Path, modality: str | None = None, encoders: list[str] | None = None) -> list[EmbedReport]:
     """Run the configured encoders, or ``encoders`` given as ``SPEC`` or ``MODALITY=SPEC``."""
+    from store.search import refresh_index
+
     cfg, store = project(root)
     chosen = parse_encoder_args(encoders) if encoders else list(cfg.encoders)
-    return [embed(store, e.modality, e.spec) for e in chosen if modality in (None, e.modality)]
+    reports = [embed(store, e.modality, e.spec) for e in chosen if modality in (None, e.modality)]
+    for r in reports:
+        refresh_index(store, r.table)
+    return reports
 
 
 def parse_encoder_args(items: list[str]) -> list[EncoderConfig]:
@@ -46,8 +51,13 @@ def parse_encoder_args(items: list[str]) -> list[EncoderConfig]:
 
 
 def run_fuse(root: str | Path, name: str | None = None, refit: bool = False) -> list[FuseReport]:
+    from store.search import refresh_index
+
     cfg, store = project(root)
-    return [fuse(store, f, artifacts(cfg), refit) for f in cfg.fusions if name in (None, f.name)]
+    reports = [fuse(store, f, artifacts(cfg), refit) for f in cfg.fusions if name in (None, f.name)]
+    for r in reports:
+        refresh_index(store, r.table)  # an indexed fused table stays current without a rebuild
+    return reports
 
 
 def run_train(root: str | Path, name: str | None = None, version: int | None = None) -> list[TrainReport]:

@@ -98,6 +98,23 @@ class Store:
             tbl.add(data.select(schema.names).cast(schema))
         return tbl.version
 
+    def replace(self, name: str, batches, schema: pa.Schema) -> int:
+        """Make ``name`` hold exactly ``batches`` (an iterable of Arrow tables/batches), as a new
+        version: for derived results (dedup groups, clusters) recomputed whole each run.
+        Streams: the first batch overwrites, the rest are appended."""
+        tbl = None
+        mode = "overwrite" if self.exists(name) else "create"
+        for batch in batches:
+            data = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+            data = data.select(schema.names).cast(schema)
+            if tbl is None:
+                tbl = self._db.create_table(name, data, schema=schema, mode=mode)
+            elif data.num_rows:
+                tbl.add(data)
+        if tbl is None:
+            tbl = self._db.create_table(name, schema=schema, mode=mode)
+        return tbl.version
+
     def delete_ids(self, name: str, ids: list[str], key: str = "id") -> None:
         if not ids or not self.exists(name):
             return

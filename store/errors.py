@@ -50,3 +50,8 @@ class MissingDependency(PlaitError, ImportError):
 
 class NotFittedError(PlaitError, ValueError, AttributeError):
     """An estimator is used before ``fit`` (same bases as scikit-learn's)."""
+
+
+class BadQuery(PlaitError, ValueError):
+    """A search request is invalid (k out of range, wrong vector width, bad filter...).
+    The HTTP API turns it into a 400."""

@@ -1,23 +1,43 @@
-"""Nearest-neighbour search over any vector table (fused or one encoder's).
+"""Nearest neighbours in any vector table (fused or one encoder's), exact or through an index.
 
-Exact cosine search through LanceDB for now; results name the table version they read so
-an answer can be reproduced.
+One entry point, :class:`VectorSearch`, used by the CLI, the HTTP API, dedup and the
+benchmarks. It picks the method: the table's ANN index above ``auto_index_rows`` rows (brought
+up to date incrementally first), exact numpy search below it or with ``exact=True``. A
+``where`` filter is SQL over the *items* table (labels, source, timestamps); the matching ids
+restrict the search so the filter is exact: a small subset is searched exactly, a large one
+through the graph with an id selector. Every result names the table version it read.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
-from store.db import Store
-from store.errors import SchemaMismatch
+from store.db import Store, vectors_of
+from store.errors import BadQuery, MissingTable, UnknownKey
+from store.exact import normalized, topk_matrix, topk_table
+from store.index import HnswConfig, HnswIndex, IndexReport, index_dir, read_meta
 from store.schema import ITEMS
+
+MAX_K = 1000
+AUTO_INDEX_ROWS = 20_000  # below this an exact numpy pass takes a few milliseconds
+EXACT_SUBSET_ROWS = 50_000  # a filter matching fewer rows is searched exactly
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    k: int = 10
+    where: str | None = None
+    columns: tuple[str, ...] = ("text",)
+    exact: bool = False
+    exclude: tuple[str, ...] = ()  # ids left out of the answer (a query by id leaves itself out)
 
 
 @dataclass(frozen=True)
 class Hit:
     id: str
-    distance: float
+    distance: float  # cosine distance, 1 - cosine similarity
     item: dict
 
 
@@ -25,25 +45,216 @@ class Hit:
 class SearchResult:
     table: str
     version: int
+    method: str  # exact | hnsw | hnsw+selector | exact-subset | ivf_pq
     hits: list[Hit]
+    filtered_rows: int | None = None  # rows matching ``where``, when there was one
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-def knn(store: Store, table: str, vector: np.ndarray, k: int = 5, item_columns: list[str] | None = None,
-        version: int | None = None) -> SearchResult:
-    tbl = store.open(table, version)
-    dim = tbl.schema.field("vector").type.list_size
-    vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-    if vector.shape[0] != dim:
-        raise SchemaMismatch(f"query vector has {vector.shape[0]} dims, {table} holds {dim}",
-                             fix="encode the query with the table's own encoders")
-    res = tbl.search(vector).distance_type("cosine").select(["id", "_distance"]).limit(k).to_arrow()
-    ids = res.column("id").to_pylist()
-    dists = res.column("_distance").to_pylist()
-    items = {}
-    if ids:
-        quoted = ",".join("'" + i.replace("'", "''") + "'" for i in ids)
-        cols = ["id"] + [c for c in (item_columns or ["text"]) if c != "id"]
-        for row in store.read(ITEMS, cols, where=f"id IN ({quoted})").to_pylist():
-            items[row["id"]] = row
-    return SearchResult(table=table, version=tbl.version,
-                        hits=[Hit(id=i, distance=float(d), item=items.get(i, {})) for i, d in zip(ids, dists)])
+def vector_tables(store: Store) -> list[str]:
+    return [t for t in store.table_names() if t.startswith(("fused__", "emb__"))]
+
+
+def resolve_table(store: Store, name: str) -> str:
+    """A table name, or a fusion name (``fused`` → ``fused__fused``)."""
+    for candidate in (name, f"fused__{name}"):
+        if store.exists(candidate) and "vector" in store.open(candidate).schema.names:
+            return candidate
+    raise MissingTable(f"no vector table or fusion named {name!r}",
+                       fix=f"use one of: {', '.join(vector_tables(store)) or '(none yet: run plait fuse)'}")
+
+
+def sql_quote(values) -> str:
+    return ",".join("'" + str(v).replace("'", "''") + "'" for v in values)
+
+
+class VectorSearch:
+    """Searches one table; keeps its index in memory between queries (the API's hot path)."""
+
+    def __init__(self, store: Store, table: str, auto_index_rows: int = AUTO_INDEX_ROWS,
+                 exact_subset_rows: int = EXACT_SUBSET_ROWS):
+        self.store, self.table = store, resolve_table(store, table)
+        self.auto_index_rows, self.exact_subset_rows = auto_index_rows, exact_subset_rows
+        self._index = None
+        self._update_note: str | None = None
+
+    # --- the index ------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.store.open(self.table).schema.field("vector").type.list_size
+
+    def build_index(self, kind: str = "hnsw", config=None, rebuild: bool = False) -> IndexReport:
+        """Build (or bring up to date) and persist the table's index; reports recall@10."""
+        import time
+
+        path = index_dir(self.store, self.table)
+        meta = read_meta(self.store, self.table)
+        started = time.perf_counter()
+        if kind == "hnsw":
+            if meta and meta.get("kind") == "hnsw" and not rebuild and config in (None, _hnsw_config(meta)):
+                index = HnswIndex.load(path)
+                report = index.update(self.store)
+            else:
+                index = HnswIndex.build(self.store, self.table, config or HnswConfig())
+                report = IndexReport(self.table, index.version, "rebuilt" if meta else "built", index.rows,
+                                     added=index.rows, recall_at_10=index.recall_at_10)
+        elif kind == "ivf_pq":
+            from store.lance_index import IvfPqConfig, IvfPqIndex
+
+            index = IvfPqIndex.build(self.store, self.table, config or IvfPqConfig())
+            report = IndexReport(self.table, index.version, "rebuilt" if meta else "built",
+                                 self.store.open(self.table).count_rows(), recall_at_10=index.recall_at_10)
+        else:
+            raise BadQuery(f"unknown index kind {kind!r}", fix="use hnsw (default) or ivf_pq")
+        index.save(path)
+        self._index = index
+        from dataclasses import replace
+
+        return replace(report, seconds=round(time.perf_counter() - started, 3), path=str(path))
+
+    def index(self):
+        """The persisted index, loaded once and updated to the table's latest version."""
+        if self._index is None:
+            meta = read_meta(self.store, self.table)
+            if meta is None:
+                return None
+            if meta["kind"] == "hnsw":
+                self._index = HnswIndex.load(index_dir(self.store, self.table))
+            else:
+                from store.lance_index import IvfPqIndex
+
+                self._index = IvfPqIndex.load(index_dir(self.store, self.table))
+        if self._index.version != self.store.open(self.table).version:
+            before = self._index.version
+            report = self._index.update(self.store)
+            self._index.save(index_dir(self.store, self.table))
+            self._update_note = (f"index {report.action}: v{before} -> v{report.version} "
+                                 f"(+{report.added} -{report.removed} rows, {report.seconds:.2f} s)")
+        return self._index
+
+    # --- queries --------------------------------------------------------------------------
+    def vector_of(self, item_id: str) -> np.ndarray:
+        rows = self.store.read(self.table, ["id", "vector"], where=f"id = {sql_quote([item_id])}")
+        if rows.num_rows == 0:
+            raise UnknownKey(f"id {item_id!r} is not in {self.table}",
+                             fix="query by an id that the table holds (plait status shows row counts)")
+        return vectors_of(rows.column("vector"))[0]
+
+    def search(self, vector, request: SearchRequest = SearchRequest()) -> SearchResult:
+        self._check(request)
+        query = self._query_vector(vector)
+        tbl = self.store.open(self.table)
+        version, rows = tbl.version, tbl.count_rows()
+        allowed = self._filter_ids(request.where) if request.where else None
+        want = request.k + len(request.exclude)
+        notes: list[str] = []
+        if allowed is not None and len(allowed) == 0:
+            return SearchResult(self.table, version, "exact", [], 0, ["no item matches the filter"])
+        index = None if request.exact or rows < self.auto_index_rows else self.index()
+        if self._update_note:
+            notes.append(self._update_note)
+            self._update_note = None
+        if index is None:
+            if not request.exact and rows >= self.auto_index_rows:
+                notes.append(f"no index on {self.table}: exact search; build one with `plait index {self.table}`")
+            method = "exact"
+            scores, ids = topk_table(self.store, self.table, query, want, version=version, allowed_ids=allowed)
+        elif isinstance(index, HnswIndex):
+            version = index.version
+            method, scores, ids = self._search_hnsw(index, query, want, allowed)
+        else:
+            version = index.version
+            if allowed is not None:
+                method = "exact"
+                scores, ids = topk_table(self.store, self.table, query, want, version=version, allowed_ids=allowed)
+            else:
+                method = "ivf_pq"
+                scores, ids = index.search(self.store, query, want)
+        hits = [(i, float(1.0 - s)) for i, s in zip(ids[0], scores[0])
+                if i is not None and np.isfinite(s) and i not in request.exclude][:request.k]
+        items = self._items([h[0] for h in hits], request.columns)
+        return SearchResult(self.table, version, method,
+                            [Hit(i, d, items.get(i, {})) for i, d in hits],
+                            None if allowed is None else len(allowed), notes)
+
+    def _search_hnsw(self, index: HnswIndex, query: np.ndarray, k: int, allowed: pa.Array | None):
+        if allowed is None:
+            scores, labels = index.search(query, k)
+            method = "hnsw"
+        else:
+            subset = index.labels_of(allowed.to_numpy(zero_copy_only=False))
+            if len(subset) == 0:
+                return "exact-subset", np.zeros((1, 0), np.float32), np.zeros((1, 0), object)
+            if len(subset) <= self.exact_subset_rows:
+                scores, labels = topk_matrix(index.matrix()[np.sort(subset)], normalized(query), k,
+                                             ids=np.sort(subset))
+                labels = labels.astype(np.int64)
+                method = "exact-subset"
+            else:
+                scores, labels = index.search(query, k, labels=subset)
+                method = "hnsw+selector"
+        ids = np.where(labels >= 0, index.ids[np.maximum(labels, 0)], None)
+        return method, scores, ids
+
+    # --- validation and joins -------------------------------------------------------------
+    def _check(self, request: SearchRequest) -> None:
+        if not isinstance(request.k, int) or not 1 <= request.k <= MAX_K:
+            raise BadQuery(f"k={request.k!r} is out of range", fix=f"ask for 1 to {MAX_K} neighbours")
+        if request.columns:
+            schema = self.store.open(ITEMS).schema if self.store.exists(ITEMS) else pa.schema([])
+            have = [f.name for f in schema if not pa.types.is_binary(f.type)]
+            unknown = [c for c in request.columns if c not in have]
+            if unknown:
+                raise BadQuery(f"unknown or binary item column(s) {unknown}", fix=f"choose from: {', '.join(have)}")
+
+    def _query_vector(self, vector) -> np.ndarray:
+        try:
+            query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        except (TypeError, ValueError) as exc:
+            raise BadQuery(f"query vector is not a list of numbers: {exc}", fix="send a flat list of floats") from exc
+        if query.shape[1] != self.dim:
+            raise BadQuery(f"query vector has {query.shape[1]} dims, {self.table} holds {self.dim}",
+                           fix="encode the query with the table's own encoders, or send a vector of that width")
+        if not np.isfinite(query).all():
+            raise BadQuery("query vector holds NaN or infinity", fix="send finite numbers")
+        return query
+
+    def _filter_ids(self, where: str) -> pa.Array:
+        if not self.store.exists(ITEMS):
+            raise BadQuery("a where filter needs the items table", fix="ingest items first (plait ingest)")
+        try:
+            return self.store.read(ITEMS, ["id"], where=where).column("id").combine_chunks()
+        except Exception as exc:  # LanceDB raises ValueError/RuntimeError/its own types for bad SQL
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            cols = ", ".join(self.store.open(ITEMS).schema.names)
+            raise BadQuery(f"bad where clause {where!r}: {first[:300]}",
+                           fix=f"write SQL over the item columns ({cols}), e.g. \"source = 'shop'\"") from None
+
+    def _items(self, ids: list[str], columns) -> dict:
+        if not ids or not columns or not self.store.exists(ITEMS):
+            return {i: {} for i in ids}
+        cols = ["id"] + [c for c in columns if c != "id"]
+        rows = self.store.read(ITEMS, cols, where=f"id IN ({sql_quote(ids)})").to_pylist()
+        return {r.pop("id"): r for r in rows}
+
+
+def _hnsw_config(meta: dict) -> HnswConfig:
+    return HnswConfig(**meta["config"])
+
+
+def knn(store: Store, table: str, vector: np.ndarray, k: int = 5, item_columns: list[str] | None = None) -> SearchResult:
+    """One-shot exact-or-indexed search (see :class:`VectorSearch`)."""
+    return VectorSearch(store, table).search(vector, SearchRequest(k=k, columns=tuple(item_columns or ("text",))))
+
+
+def refresh_index(store: Store, table: str) -> IndexReport | None:
+    """Bring ``table``'s persisted index (if it has one) up to the table's latest version;
+    stages call this after writing so the first query does not pay for it."""
+    if read_meta(store, table) is None:
+        return None
+    search = VectorSearch(store, table)
+    search.index()
+    return IndexReport(table, search._index.version, "updated", getattr(search._index, "rows", 0))

@@ -76,3 +76,42 @@ def truncated_jpeg(seed: int = 0) -> bytes:
     Image.fromarray(noise).save(buf, format="JPEG")
     data = buf.getvalue()
     return data[: len(data) // 2]
+
+
+def clustered_vectors(n: int, dim: int, clusters: int = 20, seed: int = 0, noise: float = 0.3) -> np.ndarray:
+    """Unit vectors around ``clusters`` centres: the structure real embeddings have (an
+    isotropic Gaussian cloud has no near neighbours worth finding)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    x = centres[rng.integers(0, clusters, n)] + noise * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def write_vector_table(store, table: str, vectors: np.ndarray, ids: list[str] | None = None,
+                       with_items: bool = True, sources=("shop", "blog")) -> list[str]:
+    """A fused-style table of ``vectors`` (and matching items rows with a source, a text and
+    a ``label_group``), written through the store's own upsert."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from store.db import now_array, vector_array
+    from store.schema import ITEMS, fused_schema, items_schema
+
+    n = len(vectors)
+    ids = ids or [f"v{i:06d}" for i in range(n)]
+    fused = pa.table({"id": ids, "vector": vector_array(vectors), "has_text": [True] * n, "has_image": [True] * n,
+                      "inputs_hash": pa.array([hash(i) & 0x7FFFFFFFFFFF for i in ids], pa.int64()),
+                      "fused_at": now_array(n)})
+    store.upsert(table, fused, fused_schema(vectors.shape[1], ["text", "image"]))
+    if with_items:
+        schema = items_schema([pa.field("group", pa.string())])
+        items = pa.table({
+            "id": ids, "source": [sources[i % len(sources)] for i in range(n)], "text": [f"item {i}" for i in ids],
+            "text_sha256": [None] * n, "image_uri": [None] * n, "image_bytes": pa.array([None] * n, pa.binary()),
+            "image_sha256": [None] * n, "row_sha256": ids,
+            "ingested_at": pa.array([dt.datetime(2026, 1, 1 + i % 28, tzinfo=dt.timezone.utc) for i in range(n)],
+                                    pa.timestamp("us", tz="UTC")),
+            "label_group": [f"g{i % 3}" for i in range(n)]})
+        store.upsert(ITEMS, items, schema)
+    return ids

@@ -1,60 +1,174 @@
-"""Text query against a fused table: encode with the table's own encoder and fitted fusion.
+"""Turn a query (text, image file, stored id, raw vector) into a vector for one table, then search.
 
-A text query has no image, so the image block is masked exactly as fusion masks a missing
-modality; the result says which blocks were used.
+A fused table is queried in its own space: the query is encoded with the encoders that made
+the table's inputs and the fitted fusion. A block the query lacks is masked exactly as fusion
+masks a missing modality, unless an open_clip encoder can fill it through its shared
+text-image space (a text query stands in for the image block: text -> image retrieval). The
+answer says which blocks were used, masked or stood in.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from flows.encoders import build_encoder
+from flows.encoders.open_clip import ClipEncoder
+from flows.images import DecodeError, decode_image
 from fusion import load_fusion
-from store import encoder_tables, registries
+from store import registries
 from store.db import Store
-from store.errors import MissingTable
-from store.schema import FUSIONS
-from store.search import SearchResult, knn
+from store.errors import BadQuery, MissingTable
+from store.schema import ENCODERS, FUSIONS
+from store.search import SearchRequest, SearchResult, VectorSearch, resolve_table
+
+QUERY_KINDS = ("text", "image", "id", "vector")
 
 
 @dataclass(frozen=True)
-class TextQuery:
-    text: str
-    fusion: str
-    used: list[str]
-    masked: list[str]
+class Query:
+    """Exactly one of the four inputs."""
+
+    text: str | None = None
+    image: str | bytes | None = None  # a file path, or the bytes of one (the HTTP API)
+    id: str | None = None
+    vector: tuple[float, ...] | None = None
+
+    def kind(self) -> str:
+        given = [k for k in QUERY_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise BadQuery(f"a query needs exactly one of text, image, id, vector (got {given or 'none'})",
+                           fix="give one: --text/TEXT, --image FILE, --id ID or --vector '[...]'")
+        return given[0]
+
+
+@dataclass(frozen=True)
+class QueryAnswer:
+    query: dict
     result: SearchResult
+    used: list[str] = field(default_factory=list)  # blocks encoded from the query itself
+    stand_in: dict = field(default_factory=dict)  # block -> "text via open_clip" ...
+    masked: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "table": self.result.table, "version": self.result.version,
+                "method": self.result.method, "used": self.used, "stand_in": self.stand_in, "masked": self.masked,
+                "filtered_rows": self.result.filtered_rows, "notes": self.result.notes,
+                "hits": [asdict(h) for h in self.result.hits]}
 
 
-class QueryEncoder:
-    """Caches the text encoder and fitted fusion across several queries."""
+class QuerySpace:
+    """Everything needed to embed queries for one table; loaded once, reused across queries."""
 
-    def __init__(self, store: Store, fusion: str):
-        reg = registries.get(store, FUSIONS, fusion)
-        if reg is None:
-            raise MissingTable(f"fusion {fusion!r} has not been materialized", fix=f"run plait fuse {fusion}")
-        self.store, self.fusion, self.table = store, fusion, reg["fused_table"]
-        self.est = load_fusion(Path(reg["params_dir"]))
-        self.text_encoder = None
-        if "text" in self.est.modalities_:
-            self.text_encoder = build_encoder(encoder_tables.active(store, "text")["spec"])
+    def __init__(self, store: Store, table: str, cross_modal: bool = True):
+        self.store, self.table = store, resolve_table(store, table)
+        self.cross_modal = cross_modal
+        self.search = VectorSearch(store, self.table)
+        self.fusion = None
+        self.encoders: dict[str, object] = {}  # modality -> encoder spec (built lazily)
+        self._built: dict[str, object] = {}
+        if self.table.startswith("fused__"):
+            reg = next((r for r in registries.rows(store, FUSIONS) if r["fused_table"] == self.table), None) \
+                if store.exists(FUSIONS) else None
+            if reg is None:
+                raise MissingTable(f"{self.table} has no fusion in the registry", fix="run plait fuse")
+            self.fusion = load_fusion(Path(reg["params_dir"]))
+            for inp in json.loads(reg["inputs_json"]):
+                self.encoders[inp["modality"]] = self._spec_of(inp["table"])
+        else:
+            row = registries.get(store, ENCODERS, self.table) if store.exists(ENCODERS) else None
+            if row is None:
+                raise MissingTable(f"{self.table} is not a registered embedding table", fix="run plait embed")
+            self.encoders[row["modality"]] = row["spec"]
 
-    def search_text(self, text: str, k: int = 5, item_columns: list[str] | None = None) -> TextQuery:
-        blocks, masks = {}, {}
-        for m in self.est.modalities_:
-            if m == "text":
-                blocks[m] = self.text_encoder.encode_text([text])
-                masks[m] = np.ones(1, dtype=bool)
+    def _spec_of(self, table: str) -> str:
+        row = registries.get(self.store, ENCODERS, table)
+        if row is None:
+            raise MissingTable(f"encoder table {table} is not registered", fix="run plait embed")
+        return row["spec"]
+
+    def encoder(self, modality: str):
+        if modality not in self._built:
+            self._built[modality] = build_encoder(self.encoders[modality])
+        return self._built[modality]
+
+    # --- encoding -------------------------------------------------------------------------
+    def _encode_as(self, modality: str, kind: str, payload) -> tuple[np.ndarray | None, str | None]:
+        """Embed ``payload`` (a text or an image) for the ``modality`` block; returns the vector
+        and, when the query's own modality differs, how it stood in (None if it cannot)."""
+        enc = self.encoder(modality)
+        if kind == modality:
+            return self._run(enc, kind, payload), None
+        if self.cross_modal and isinstance(enc, ClipEncoder):
+            return self._run(enc, kind, payload), f"{kind} via open_clip's shared space"
+        return None, None
+
+    @staticmethod
+    def _run(enc, kind: str, payload) -> np.ndarray:
+        if kind == "text":
+            return enc.encode_text([payload])[0]
+        try:
+            image = decode_image(payload, enc.image_size)
+        except DecodeError as exc:
+            raise BadQuery(f"cannot read query image {payload!r}: {exc}", fix="give a JPEG, PNG, WebP or SVG file") from exc
+        return enc.encode_images(np.stack([enc.preprocess_image(image)]))[0]
+
+    def embed(self, query: Query) -> tuple[np.ndarray, list[str], dict, list[str]]:
+        kind = query.kind()
+        if kind == "vector":
+            return np.asarray(query.vector, dtype=np.float32), [], {}, []
+        if kind == "id":
+            return self.search.vector_of(query.id), [], {}, []
+        payload = query.text if kind == "text" else query.image
+        if self.fusion is None:
+            (modality,) = self.encoders
+            vec, how = self._encode_as(modality, kind, payload)
+            if vec is None:
+                raise BadQuery(f"{self.table} holds {modality} vectors from {self.encoders[modality]}, "
+                               f"which cannot embed a {kind} query",
+                               fix=f"query it with {'an image' if modality == 'image' else 'a text'}, "
+                                   f"or use an open_clip table for cross-modal search")
+            return vec, ([modality] if how is None else []), ({modality: how} if how else {}), []
+        blocks, masks, used, stand_in = {}, {}, [], {}
+        for m in self.fusion.modalities_:
+            vec, how = self._encode_as(m, kind, payload)
+            if vec is None:
+                blocks[m] = np.zeros((1, self.fusion.dims_[m]), np.float32)
+                masks[m] = np.zeros(1, bool)
+                continue
+            blocks[m], masks[m] = vec[None, :].astype(np.float32), np.ones(1, bool)
+            if how:
+                stand_in[m] = how
             else:
-                blocks[m] = np.zeros((1, self.est.dims_[m]), dtype=np.float32)
-                masks[m] = np.zeros(1, dtype=bool)
-        if "text" not in self.est.modalities_:
-            raise MissingTable(f"fusion {self.fusion!r} has no text block to query with text",
-                               fix="query a fusion whose inputs include text")
-        vector = self.est.transform(blocks, masks)[0]
-        result = knn(self.store, self.table, vector, k, item_columns)
-        used = [m for m in self.est.modalities_ if masks[m][0]]
-        return TextQuery(text=text, fusion=self.fusion, used=used,
-                         masked=[m for m in self.est.modalities_ if m not in used], result=result)
+                used.append(m)
+        if not used and not stand_in:
+            raise BadQuery(f"{self.table} has no {kind} block to query with a {kind}",
+                           fix=f"query a table whose inputs include {kind}")
+        masked = [m for m in self.fusion.modalities_ if not masks[m][0]]
+        return self.fusion.transform(blocks, masks)[0], used, stand_in, masked
+
+    def ask(self, query: Query, request: SearchRequest = SearchRequest()) -> QueryAnswer:
+        vector, used, stand_in, masked = self.embed(query)
+        if query.id is not None:
+            request = SearchRequest(request.k, request.where, request.columns, request.exact,
+                                    tuple(request.exclude) + (query.id,))
+        result = self.search.search(vector, request)
+        shown = {k: v for k, v in asdict(query).items() if v is not None}
+        if "vector" in shown:
+            shown["vector"] = f"<{len(shown['vector'])} floats>"
+        return QueryAnswer(shown, result, used, stand_in, masked)
+
+
+def parse_vector(text: str) -> tuple[float, ...]:
+    """``'[0.1, 0.2]'``, ``'0.1,0.2'`` or a ``.npy`` file path → floats."""
+    path = Path(text)
+    if text.endswith(".npy") and path.exists():
+        return tuple(float(v) for v in np.load(path).reshape(-1))
+    try:
+        values = json.loads(text if text.strip().startswith("[") else f"[{text}]")
+        return tuple(float(v) for v in values)
+    except (ValueError, TypeError) as exc:
+        raise BadQuery(f"cannot read the vector {text[:60]!r}: {exc}",
+                       fix="pass a JSON list like '[0.1, 0.2]' or a .npy file") from exc

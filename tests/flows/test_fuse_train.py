@@ -8,10 +8,11 @@ from flows.config import FusionConfig, HeadConfig, SourceConfig
 from flows.stages.embed import embed
 from flows.stages.fuse import fuse
 from flows.stages.ingest import ingest
-from flows.stages.query import QueryEncoder
+from flows.stages.query import Query, QuerySpace
 from flows.stages.train import train
 from heads import MultiTaskHeads
 from store.db import vectors_of
+from store.search import SearchRequest
 
 TASKS = ("color", "topic", "combo")
 
@@ -76,7 +77,8 @@ def test_train_pins_version_records_lineage_and_reuses_when_unchanged(embedded):
 
 def test_text_query_masks_image_block_and_finds_matching_topic(embedded):
     _, store = embedded
-    q = QueryEncoder(store, "both").search_text("a photo of a horse", k=5, item_columns=["text", "label_topic"])
+    q = QuerySpace(store, "both").ask(Query(text="a photo of a horse"),
+                                      SearchRequest(k=5, columns=("text", "label_topic")))
     assert q.used == ["text"] and q.masked == ["image"]
     assert q.result.table == "fused__both" and q.result.version == store.version("fused__both")
     assert [h.item["label_topic"] for h in q.result.hits].count("animal") >= 4

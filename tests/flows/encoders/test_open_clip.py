@@ -8,27 +8,13 @@ import torch
 
 from flows.encoders import build_encoder
 from store.errors import ConfigError, MissingWeights
-
-TINY = {
-    "embed_dim": 64,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
-    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
-
+from tiny_clip import TINY, save_tiny_clip
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
     """(folder with config + safetensors, reference model with the same random weights)."""
-    import open_clip
-    from safetensors.torch import save_file
-
     folder = tmp_path_factory.mktemp("tiny-clip")
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY, "preprocess_cfg": {}}))
-    torch.manual_seed(0)
-    model = open_clip.create_model("local-dir:" + str(folder))  # no weights yet: random init
-    model.eval()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors")
-    return folder, model
+    return folder, save_tiny_clip(folder)
 
 
 def _images():

@@ -1,0 +1,164 @@
+"""CLI commands over stored vectors: ``query``, ``index``, ``api``, ``dedup``, ``cluster``.
+
+Each is a thin shell over a library call (``flows.stages.query``, ``store.search``,
+``store.dedup``, ``store.cluster``) and, like every command, takes ``--json``. Every answer
+names the table version it read.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+
+def _store(args):
+    from flows.config import open_project
+
+    return open_project(Path(args.project).resolve())[1]
+
+
+def _cell(value, width: int) -> str:
+    text = "" if value is None else str(value).replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_query(args, out) -> int:
+    from flows.stages.query import Query, QuerySpace, parse_vector
+    from store.search import SearchRequest
+
+    query = Query(text=args.text_opt or args.text, image=args.image, id=args.id,
+                  vector=parse_vector(args.vector) if args.vector else None)
+    query.kind()  # one of the four, before anything loads
+    columns = tuple(c for c in args.columns.split(",") if c)
+    space = QuerySpace(_store(args), args.table or args.fusion, cross_modal=not args.no_cross_modal)
+    answer = space.ask(query, SearchRequest(k=args.k, where=args.where, columns=columns, exact=args.exact))
+    r = answer.result
+    how = [f"{r.table}@v{r.version}", r.method]
+    if r.filtered_rows is not None:
+        how.append(f"{r.filtered_rows} rows match the filter")
+    blocks = []
+    if answer.used:
+        blocks.append("encoded: " + ", ".join(answer.used))
+    blocks += [f"{m} <- {why}" for m, why in answer.stand_in.items()]
+    if answer.masked:
+        blocks.append("masked: " + ", ".join(answer.masked))
+    lines = [" · ".join(how) + (f" · {'; '.join(blocks)}" if blocks else "")]
+    lines += [f"note: {n}" for n in r.notes]
+    id_w = max([len(h.id) for h in r.hits] + [2]) + 2
+    lines.append(f"{'#':>3}  {'id':<{id_w}}{'distance':>9}  " + "  ".join(f"{c:<24}" for c in columns))
+    for rank, h in enumerate(r.hits, 1):
+        lines.append(f"{rank:>3}  {h.id:<{id_w}}{h.distance:>9.4f}  "
+                     + "  ".join(f"{_cell(h.item.get(c), 24):<24}" for c in columns))
+    if not r.hits:
+        lines.append("  (no matches)")
+    out(args, answer.to_dict(), "\n".join(lines))
+    return 0
+
+
+def cmd_index(args, out) -> int:
+    from store.index import HnswConfig
+    from store.lance_index import IvfPqConfig
+    from store.search import VectorSearch
+
+    search = VectorSearch(_store(args), args.table)
+    if args.kind == "hnsw":
+        config = HnswConfig(m=args.m, ef_construction=args.ef_construction, ef_search=args.ef_search)
+    else:
+        config = IvfPqConfig(partitions=args.partitions, sub_vectors=args.sub_vectors, nprobes=args.nprobes,
+                             refine_factor=args.refine_factor)
+    report = search.build_index(args.kind, config, rebuild=args.rebuild)
+    recall = "n/a" if report.recall_at_10 is None else f"{report.recall_at_10:.3f}"
+    text = (f"{report.table}@v{report.version}: index {report.action} ({args.kind}), {report.rows} rows, "
+            f"+{report.added} -{report.removed}, {report.seconds:.2f} s, recall@10 vs exact {recall}\n"
+            f"saved to {report.path}")
+    out(args, {**dataclasses.asdict(report), "kind": args.kind}, text)
+    return 0
+
+
+def cmd_api(args, out) -> int:
+    from flows.api import serve
+
+    store = _store(args)
+    print(f"plait api on http://{args.host}:{args.port} (store {store.uri}); docs at /docs", flush=True)
+    serve(store, args.host, args.port)
+    return 0
+
+
+def cmd_dedup(args, out) -> int:
+    from store.dedup import find_duplicates
+    from store.search import resolve_table
+
+    store = _store(args)
+    r = find_duplicates(store, resolve_table(store, args.table), args.threshold, args.neighbours)
+    lines = [f"{r.table}@v{r.version} ({r.method}): {r.rows} rows, {r.pairs} pairs with cosine >= {r.threshold}, "
+             f"{r.groups} groups holding {r.rows_in_groups} rows (largest {r.largest_group}), {r.seconds:.2f} s",
+             f"group id per row -> {r.output_table}@v{r.output_version}"]
+    lines += ["  " + ", ".join(g) for g in r.examples]
+    out(args, dataclasses.asdict(r), "\n".join(lines))
+    return 0
+
+
+def cmd_cluster(args, out) -> int:
+    from store.cluster import ClusterConfig, cluster
+    from store.search import resolve_table
+
+    store = _store(args)
+    r = cluster(store, resolve_table(store, args.table),
+                ClusterConfig(k=args.k, epochs=args.epochs, silhouette_sample=args.silhouette_sample, seed=args.seed))
+    sil = "n/a" if r.silhouette is None else f"{r.silhouette:.3f}"
+    lines = [f"{r.table}@v{r.version}: {r.k} clusters over {r.rows} rows in {r.seconds:.2f} s; silhouette (cosine, "
+             f"{r.silhouette_sample} sampled rows) {sil}; mean squared distance {r.inertia:.4f}",
+             f"cluster id per row -> {r.output_table}@v{r.output_version}; centroids -> "
+             f"{r.centroids_table}@v{r.centroids_version}",
+             "largest clusters: " + ", ".join(f"#{c} ({r.sizes[c]})" for c in r.largest)]
+    out(args, dataclasses.asdict(r), "\n".join(lines))
+    return 0
+
+
+def add_commands(add, out) -> None:
+    """Register the commands on the main parser (``add`` makes a subparser with --project/--json)."""
+    def bind(fn):
+        return lambda args: fn(args, out)
+
+    sp = add("query", bind(cmd_query), "nearest neighbours for a text, an image, an id or a vector")
+    sp.add_argument("text", nargs="?", help="a text query (or use --text / --image / --id / --vector)")
+    sp.add_argument("--text", dest="text_opt", help="a text query")
+    sp.add_argument("--image", help="an image file to query with")
+    sp.add_argument("--id", help="an id in the table: its neighbours (itself left out)")
+    sp.add_argument("--vector", help="a raw vector: JSON list, comma-separated floats, or a .npy file")
+    sp.add_argument("--table", help="a vector table, or a fusion name (default: the fusion --fusion)")
+    sp.add_argument("--fusion", default="fused", help="fusion to query when --table is not given (default fused)")
+    sp.add_argument("-k", type=int, default=10, help="neighbours to return (1..1000)")
+    sp.add_argument("--columns", default="text", help="item columns to show, comma-separated (default text)")
+    sp.add_argument("--where", help="SQL filter on item columns, e.g. \"source = 'shop' AND label_group = 'animals'\"")
+    sp.add_argument("--exact", action="store_true", help="exact numpy search even when an index exists")
+    sp.add_argument("--no-cross-modal", action="store_true",
+                    help="mask blocks of the other modality instead of filling them through open_clip")
+
+    sp = add("index", bind(cmd_index), "build or update the ANN index of a vector table; reports recall@10")
+    sp.add_argument("table", help="a vector table or a fusion name")
+    sp.add_argument("--kind", choices=["hnsw", "ivf_pq"], default="hnsw",
+                    help="hnsw: in-memory faiss graph (fast); ivf_pq: LanceDB's on-disk index (small memory)")
+    sp.add_argument("--rebuild", action="store_true", help="rebuild instead of updating incrementally")
+    sp.add_argument("--m", type=int, default=32, help="HNSW links per node")
+    sp.add_argument("--ef-construction", type=int, default=80)
+    sp.add_argument("--ef-search", type=int, default=64)
+    sp.add_argument("--partitions", type=int, help="IVF_PQ partitions (default sqrt(rows))")
+    sp.add_argument("--sub-vectors", type=int, help="IVF_PQ sub-vectors (default dim/16)")
+    sp.add_argument("--nprobes", type=int, default=32)
+    sp.add_argument("--refine-factor", type=int, default=10)
+
+    sp = add("api", bind(cmd_api), "serve /search and /items/{id} over HTTP")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8000)
+
+    sp = add("dedup", bind(cmd_dedup), "near-duplicate groups; stores a group id per row in dedup__TABLE")
+    sp.add_argument("table")
+    sp.add_argument("--threshold", type=float, default=0.95, help="cosine similarity for a duplicate pair")
+    sp.add_argument("--neighbours", type=int, default=10, help="neighbours looked at per row")
+
+    sp = add("cluster", bind(cmd_cluster), "k-means clusters; stores a cluster id per row and the centroids")
+    sp.add_argument("table")
+    sp.add_argument("--k", type=int, default=16)
+    sp.add_argument("--epochs", type=int, default=2)
+    sp.add_argument("--silhouette-sample", type=int, default=5000)
+    sp.add_argument("--seed", type=int, default=0)
