@@ -154,6 +154,8 @@ class ProjectConfig:
             raw = tomllib.loads(f.read_text())
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{f} is not valid TOML: {e}", fix="fix the line named above") from e
+        if not isinstance(raw.get("store", {}), dict):
+            raise ConfigError(f"{f}: 'store' must be a table", fix='write it as: [store] then uri = "store"')
         try:
             return cls(
                 root=root,
