@@ -52,7 +52,7 @@ class _Spaces:
         key = (table, cross_modal)
         with self._lock:
             if key not in self._spaces:
-                self._spaces[key] = QuerySpace(self.store, table, cross_modal)
+                self._spaces[key] = QuerySpace(self.store, table, cross_modal, refresh_seconds=1.0)
             return self._spaces[key]
 
 

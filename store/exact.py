@@ -33,8 +33,8 @@ class TopK:
     ids: np.ndarray
 
     @classmethod
-    def empty(cls, n_queries: int, k: int) -> "TopK":
-        return cls(k, np.full((n_queries, 0), -np.inf, np.float32), np.empty((n_queries, 0), dtype=object))
+    def empty(cls, n_queries: int, k: int, dtype=object) -> "TopK":
+        return cls(k, np.full((n_queries, 0), -np.inf, np.float32), np.empty((n_queries, 0), dtype=dtype))
 
     def push(self, scores: np.ndarray, ids: np.ndarray) -> None:
         """Merge a batch: ``scores`` (q, b) against the batch's ``ids`` (b,)."""
@@ -60,8 +60,8 @@ def topk_matrix(matrix: np.ndarray, queries: np.ndarray, k: int, ids: np.ndarray
                 chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of unit ``queries`` against unit rows of an in-memory ``matrix``.
     Returns (scores, ids-or-positions), best first."""
-    ids = np.arange(len(matrix)) if ids is None else ids
-    top = TopK.empty(len(queries), k)
+    ids = np.arange(len(matrix)) if ids is None else np.asarray(ids)
+    top = TopK.empty(len(queries), k, ids.dtype)
     for start in range(0, len(matrix), chunk):
         top.push(queries @ matrix[start:start + chunk].T, ids[start:start + chunk])
     return top.sorted()

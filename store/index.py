@@ -102,6 +102,13 @@ def _key_columns(schema: pa.Schema) -> list[str]:
     return ["vector"]
 
 
+@dataclass(frozen=True)
+class LabelFilter:
+    selector: object  # faiss.IDSelectorBitmap; reads ``bits``, which must stay alive with it
+    bits: np.ndarray
+    count: int
+
+
 @dataclass
 class HnswIndex:
     """A faiss ``IndexHNSWFlat`` (inner product) plus the label → (id, key, live) table."""
@@ -238,33 +245,39 @@ class HnswIndex:
         return self._label_of.to_numpy()[pos[pos >= 0]]
 
     def search(self, queries: np.ndarray, k: int, labels: np.ndarray | None = None,
-               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities, labels) of the top ``k`` per query; ``labels`` restricts the search
-        (an id selector on the graph, so the filter is exact). Missing slots are label -1."""
+               ef_search: int | None = None, allowed: "LabelFilter | None" = None) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, labels) of the top ``k`` per query. ``labels`` (or a prepared
+        ``allowed`` filter) restricts the search with an id selector on the graph, so the
+        filter is exact. Missing slots are label -1."""
         faiss = _faiss()
         queries = normalized(np.atleast_2d(queries))
         params = faiss.SearchParametersHNSW()
         ef = ef_search or self.config.ef_search
-        selector = None
-        if labels is not None:
-            selector = faiss.IDSelectorBatch(np.ascontiguousarray(labels, dtype=np.int64))
+        if labels is not None and allowed is None:
+            allowed = self.label_filter(labels)
+        selector = allowed.selector if allowed is not None else (None if self.live.all() else self._live())
+        if allowed is not None:
             # A selective filter leaves fewer eligible nodes on each path: widen the beam.
-            share = max(len(labels) / max(self.graph.ntotal, 1), 1e-3)
+            share = max(allowed.count / max(self.graph.ntotal, 1), 1e-3)
             ef = int(min(max(ef, ef / share), 4096))
-        elif not self.live.all():
-            selector = self._live()
         params.efSearch = max(ef, k)
         if selector is not None:
             params.sel = selector
-        scores, found = self.graph.search(queries, k, params=params)
-        return scores, found
+        return self.graph.search(queries, k, params=params)
+
+    def label_filter(self, labels: np.ndarray) -> "LabelFilter":
+        """A bitmap selector over live ``labels``: built once per filter, O(1) per check."""
+        faiss = _faiss()
+        mask = np.zeros(len(self.ids), bool)
+        mask[labels] = True
+        mask &= self.live
+        bits = np.packbits(mask, bitorder="little")
+        return LabelFilter(faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits)), bits, int(mask.sum()))
 
     def _live(self):
         if self._live_selector is None:
-            faiss = _faiss()
-            bits = np.packbits(self.live, bitorder="little")
-            self._live_selector = (faiss.IDSelectorBitmap(len(self.live), faiss.swig_ptr(bits)), bits)
-        return self._live_selector[0]
+            self._live_selector = self.label_filter(np.flatnonzero(self.live))
+        return self._live_selector.selector
 
     # --- persistence ----------------------------------------------------------------------
     def meta(self) -> dict:

@@ -267,6 +267,8 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None) -> 
         rejects.record(store, bad)
         bad_now.update(b.id for b in bad)
     rejects.clear(store, STAGE, [i for i in clean_ids if i in previously_bad and i not in bad_now])
+    if written:
+        store.index_ids(ITEMS)  # queries join item columns by id: ~5 ms instead of a scan of the id column
     return IngestReport(source=source.name, rows=n, written=written, unchanged=unchanged, rejected=rejected,
                         partial=partial, items_version=store.version(ITEMS))
 

@@ -62,10 +62,10 @@ class QueryAnswer:
 class QuerySpace:
     """Everything needed to embed queries for one table; loaded once, reused across queries."""
 
-    def __init__(self, store: Store, table: str, cross_modal: bool = True):
+    def __init__(self, store: Store, table: str, cross_modal: bool = True, refresh_seconds: float = 0.0):
         self.store, self.table = store, resolve_table(store, table)
         self.cross_modal = cross_modal
-        self.search = VectorSearch(store, self.table)
+        self.search = VectorSearch(store, self.table, refresh_seconds=refresh_seconds)
         self.fusion = None
         self.encoders: dict[str, object] = {}  # modality -> encoder spec (built lazily)
         self._built: dict[str, object] = {}

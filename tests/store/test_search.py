@@ -53,6 +53,8 @@ def test_index_build_reports_recall_and_agrees_with_exact(table):
         assert res.method == "hnsw" and res.version == report.version
         agree += len(set(h.id for h in res.hits) & set(brute_force(x, ids, q, 10)[0]))
     assert agree / 200 >= 0.95
+    exact = search.search(queries[0], SearchRequest(k=10, exact=True))  # numpy over the graph's own vectors
+    assert exact.method == "exact" and [h.id for h in exact.hits] == brute_force(x, ids, queries[0], 10)[0]
     # A fresh process-equivalent: the persisted index loads and answers the same.
     again = VectorSearch(store, "fused__t", auto_index_rows=0).search(queries[0], SearchRequest(k=10))
     assert [h.id for h in again.hits] == [h.id for h in search.search(queries[0], SearchRequest(k=10)).hits]
