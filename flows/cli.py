@@ -257,14 +257,31 @@ def cmd_status(args) -> int:
                "fusions": [{k: r[k] for k in ("id", "method", "fingerprint", "fused_table", "fused_version")}
                            for r in registries.rows(store, "fusions")],
                "heads": [{k: r[k] for k in ("id", "features_table", "features_version", "weighting")}
-                         for r in registries.rows(store, "heads")]}
+                         for r in registries.rows(store, "heads")],
+               "indexes": _indexes(store, tables)}
     w = max([len(t["name"]) for t in tables] + [10]) + 2
     lines = [f"store {cfg.store_uri}", f"{'table':<{w}}{'rows':>9}{'version':>9}"]
     lines += [f"{t['name']:<{w}}{t['rows']:>9}{t['version']:>9}" for t in tables]
+    for ix in payload["indexes"]:
+        state = "current" if ix["current"] else f"behind (table at v{ix['table_version']}; updated at the next query)"
+        lines.append(f"index {ix['kind']} on {ix['table']}: covers v{ix['version']}, {state}, recall@10 {ix['recall_at_10']}")
     if payload["rejects_by_reason"]:
         lines += ["rejects by stage and reason:"] + [f"  {k}: {v}" for k, v in payload["rejects_by_reason"].items()]
     _out(args, payload, "\n".join(lines))
     return 0
+
+
+def _indexes(store, tables: list[dict]) -> list[dict]:
+    from store.index import read_meta
+
+    out = []
+    for t in tables:
+        meta = read_meta(store, t["name"])
+        if meta:
+            out.append({"table": t["name"], "kind": meta["kind"], "version": meta["version"],
+                        "table_version": t["version"], "current": meta["version"] == t["version"],
+                        "recall_at_10": meta.get("recall_at_10")})
+    return out
 
 
 ENCODER_EXAMPLES = [

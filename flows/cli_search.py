@@ -70,6 +70,12 @@ def cmd_index(args, out) -> int:
     text = (f"{report.table}@v{report.version}: index {report.action} ({args.kind}), {report.rows} rows, "
             f"+{report.added} -{report.removed}, {report.seconds:.2f} s, recall@10 vs exact {recall}\n"
             f"saved to {report.path}")
+    from store.search import MIN_INDEX_RECALL
+
+    if report.recall_at_10 is not None and report.recall_at_10 < MIN_INDEX_RECALL:
+        text += (f"\nwarning: recall@10 {report.recall_at_10:.3f} is below {MIN_INDEX_RECALL}: queries will search "
+                 f"exactly instead of using this index. Rebuild with a larger --m / --ef-construction / --ef-search "
+                 f"(vectors with little neighbour structure, like random noise, defeat any graph index).")
     out(args, {**dataclasses.asdict(report), "kind": args.kind}, text)
     return 0
 

@@ -36,14 +36,18 @@ class TopK:
     def empty(cls, n_queries: int, k: int, dtype=object) -> "TopK":
         return cls(k, np.full((n_queries, 0), -np.inf, np.float32), np.empty((n_queries, 0), dtype=dtype))
 
-    def push(self, scores: np.ndarray, ids: np.ndarray) -> None:
-        """Merge a batch: ``scores`` (q, b) against the batch's ``ids`` (b,)."""
+    def push(self, scores: np.ndarray, ids) -> None:
+        """Merge a batch: ``scores`` (q, b) against the batch's ``ids`` (b,), a numpy array or
+        an Arrow array (then only the candidates' ids become Python objects)."""
         if scores.shape[1] == 0:
             return
         take = min(self.k, scores.shape[1])
         part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
         cand_scores = np.take_along_axis(scores, part, axis=1)
-        cand_ids = ids[part]
+        if isinstance(ids, (pa.Array, pa.ChunkedArray)):
+            cand_ids = np.asarray(ids.take(pa.array(part.ravel())).to_pylist(), dtype=object).reshape(part.shape)
+        else:
+            cand_ids = ids[part]
         all_scores = np.concatenate([self.scores, cand_scores], axis=1)
         all_ids = np.concatenate([self.ids, cand_ids], axis=1)
         keep = min(self.k, all_scores.shape[1])
@@ -81,6 +85,7 @@ def topk_table(store: Store, table: str, queries: np.ndarray, k: int, version: i
             ids, vectors = pc.filter(ids, mask), pc.filter(vectors, mask)
         if len(ids) == 0:
             continue
-        rows = normalized(vectors_of(vectors))
-        top.push(queries @ rows.T, ids.to_numpy(zero_copy_only=False))
+        rows = vectors_of(vectors)
+        norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+        top.push((queries @ rows.T) / np.maximum(norms, _EPS), ids)
     return top.sorted()

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from store.db import Store, vectors_of
@@ -180,7 +179,8 @@ class HnswIndex:
             return self._rebuild(store, started)
         key_cols = [c for c in _key_columns(tbl.schema) if c != "vector"]
         cols = ["id"] + (key_cols or ["vector"])
-        current = pa.Table.from_batches(list(store.iter_batches(self.table, cols, batch_size=self.config.batch_rows)))
+        current = pa.Table.from_batches(list(store.iter_batches(self.table, cols, version=tbl.version,
+                                                                batch_size=self.config.batch_rows, with_row_id=True)))
         cur_ids = current.column("id").to_numpy(zero_copy_only=False)
         cur_keys = change_keys(current)
         live_labels = np.flatnonzero(self.live)
@@ -192,11 +192,12 @@ class HnswIndex:
         keep[pos[unchanged]] = True
         dead = live_labels[~keep]
         to_add = cur_ids[~unchanged]
+        to_add_rowids = current.column("_rowid").to_numpy()[~unchanged]
         if (len(dead) + (~self.live).sum()) > self.config.rebuild_dead_fraction * max(len(self.ids) + len(to_add), 1):
             return self._rebuild(store, started)
         self.live[dead] = False
         if len(to_add):
-            added = self._fetch(store, to_add)
+            added = self._fetch(tbl, to_add_rowids)
             self.graph.add(normalized(vectors_of(added.column("vector"))))
             self.ids = np.concatenate([self.ids, added.column("id").to_numpy(zero_copy_only=False).astype(object)])
             self.keys = np.concatenate([self.keys, change_keys(added)])
@@ -205,16 +206,12 @@ class HnswIndex:
         self._label_of = self._live_selector = None
         return self._report("updated", len(to_add), len(dead), started)
 
-    def _fetch(self, store: Store, ids: np.ndarray) -> pa.Table:
-        tbl = store.open(self.table)
+    def _fetch(self, tbl, rowids: np.ndarray) -> pa.Table:
+        """The rows to add, gathered by Lance row id (no scan of the table)."""
         cols = ["id", "vector"] + [c for c in _key_columns(tbl.schema) if c != "vector"]
-        value_set = pa.array(ids, type=pa.string())
-        parts = []
-        for batch in store.iter_batches(self.table, cols, batch_size=self.config.batch_rows):
-            mask = pc.is_in(batch.column("id"), value_set=value_set)
-            if pc.any(mask).as_py():
-                parts.append(batch.filter(mask))
-        return pa.Table.from_batches(parts) if parts else pa.table({c: [] for c in cols})
+        parts = [tbl.take_row_ids(rowids[s:s + 65536].tolist()).select(cols).to_arrow()
+                 for s in range(0, len(rowids), 65536)]
+        return pa.concat_tables(parts)
 
     def _rebuild(self, store: Store, started: float) -> IndexReport:
         fresh = HnswIndex.build(store, self.table, self.config)

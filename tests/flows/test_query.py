@@ -124,6 +124,9 @@ def test_cli_query_index_dedup_cluster_json(clip_project, capsys):
     assert all(h["item"]["label_color"] == "red" for h in q["hits"]) and q["filtered_rows"] > 4
     code, idx, _ = run("index", "clip")
     assert code == 0 and idx["action"] == "built" and idx["rows"] == 60 and idx["recall_at_10"] >= 0.9
+    code, status, _ = run("status")
+    assert {"table": "fused__clip", "kind": "hnsw", "version": idx["version"], "table_version": idx["version"],
+            "current": True, "recall_at_10": idx["recall_at_10"]} in status["indexes"]
     code, d, _ = run("dedup", "clip", "--threshold", "0.999999")
     assert code == 0 and d["rows"] == 60 and d["version"] == store.version("fused__clip")
     assert store.read(d["output_table"]).num_rows == 60

@@ -151,3 +151,24 @@ def test_ivf_pq_index_option(table):
     assert res.method == "ivf_pq" and res.hits[0].id == ids[42]
     filtered = search.search(x[42], SearchRequest(k=5, where="source = 'shop'", columns=("source",)))
     assert all(h.item["source"] == "shop" for h in filtered.hits)
+
+
+def test_without_index_a_big_table_is_scanned_exactly_and_says_how_to_index(table):
+    store, x, ids = table
+    search = VectorSearch(store, "fused__t", auto_index_rows=1000)
+    q = x[17]
+    res = search.search(q, SearchRequest(k=5))
+    assert res.method == "exact-scan" and any("plait index fused__t" in n for n in res.notes)
+    assert [h.id for h in res.hits] == brute_force(x, ids, q, 5)[0]
+    filtered = search.search(q, SearchRequest(k=5, where="source = 'shop'"))
+    assert filtered.method == "exact"
+    assert [h.id for h in filtered.hits] == brute_force(x, ids, q, 5, set(ids[0::2]))[0]
+
+
+def test_an_index_below_the_recall_floor_is_not_used(table):
+    store, x, ids = table
+    VectorSearch(store, "fused__t", auto_index_rows=0).build_index()
+    strict = VectorSearch(store, "fused__t", auto_index_rows=0, min_index_recall=1.01)
+    res = strict.search(x[3], SearchRequest(k=5))
+    assert res.method == "exact" and any("recall@10" in n for n in res.notes)
+    assert [h.id for h in res.hits] == brute_force(x, ids, x[3], 5)[0]
