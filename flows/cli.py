@@ -164,7 +164,10 @@ def _demo_text(reports, queries, elapsed, root) -> str:
         lines.append(f"  {q['query']!r} (v{q['version']}):")
         for h in q["hits"]:
             lines.append(f"    {h['id']:<12} {h['distance']:.3f}  [{h['group']}] {(h['text'] or '')[:60]}")
-    lines += ["", f"done in {elapsed:.1f} s. Store: {root / 'store'}. Try: plait status --project {root}"]
+    lines += ["", f"done in {elapsed:.1f} s. Store: {root / 'store'}. Try:",
+              f"  plait status --project {root}",
+              f"  plait query \"a red fruit\" --project {root} --where \"label_group = 'food-drink'\" --columns text,label_subgroups",
+              f"  plait dedup fused --project {root} --threshold 0.98"]
     return "\n".join(lines)
 
 

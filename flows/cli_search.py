@@ -44,10 +44,11 @@ def cmd_query(args, out) -> int:
     lines = [" · ".join(how) + (f" · {'; '.join(blocks)}" if blocks else "")]
     lines += [f"note: {n}" for n in r.notes]
     id_w = max([len(h.id) for h in r.hits] + [2]) + 2
-    lines.append(f"{'#':>3}  {'id':<{id_w}}{'distance':>9}  " + "  ".join(f"{c:<24}" for c in columns))
+    col_w = max(14, 72 // max(len(columns), 1))
+    lines.append(f"{'#':>3}  {'id':<{id_w}}{'distance':>9}  " + "  ".join(f"{c:<{col_w}}" for c in columns))
     for rank, h in enumerate(r.hits, 1):
         lines.append(f"{rank:>3}  {h.id:<{id_w}}{h.distance:>9.4f}  "
-                     + "  ".join(f"{_cell(h.item.get(c), 24):<24}" for c in columns))
+                     + "  ".join(f"{_cell(h.item.get(c), col_w):<{col_w}}" for c in columns))
     if not r.hits:
         lines.append("  (no matches)")
     out(args, answer.to_dict(), "\n".join(lines))
