@@ -172,3 +172,34 @@ def test_an_index_below_the_recall_floor_is_not_used(table):
     res = strict.search(x[3], SearchRequest(k=5))
     assert res.method == "exact" and any("recall@10" in n for n in res.notes)
     assert [h.id for h in res.hits] == brute_force(x, ids, x[3], 5)[0]
+
+
+def test_where_filters_on_timestamps_and_labels(table):
+    store, x, ids = table
+    res = VectorSearch(store, "fused__t").search(x[0], SearchRequest(
+        k=20, where="ingested_at >= TIMESTAMP '2026-01-27 00:00:00' AND label_group = 'g0'",
+        columns=("ingested_at", "label_group")))
+    # write_vector_table stamps row i with day 1 + i % 28: days 27 and 28 are i % 28 in (26, 27)
+    allowed = {i for n, i in enumerate(ids) if n % 28 in (26, 27) and n % 3 == 0}
+    assert res.filtered_rows == len(allowed) and len(res.hits) == 20
+    assert [h.id for h in res.hits] == brute_force(x, ids, x[0], 20, allowed)[0]
+    assert all(h.item["ingested_at"].day >= 27 for h in res.hits)
+
+
+def test_two_searchers_share_the_saved_index_across_updates(table):
+    """A loads the graph memory-mapped; B updates and saves it; after another write, A's own
+    update starts from B's saved index (a mapped graph cannot grow in place)."""
+    store, x, ids = table
+    VectorSearch(store, "fused__t", auto_index_rows=0).build_index()
+    a = VectorSearch(store, "fused__t", auto_index_rows=0)
+    a.search(x[0], SearchRequest(k=1))
+    assert a._index._mapped_from is not None
+    first = clustered_vectors(2, DIM, seed=50)
+    write_vector_table(store, "fused__t", first, ids=["b0", "b1"], with_items=False)
+    assert VectorSearch(store, "fused__t", auto_index_rows=0).search(first[0], SearchRequest(k=1)).hits[0].id == "b0"
+    second = clustered_vectors(2, DIM, seed=51)
+    write_vector_table(store, "fused__t", second, ids=["c0", "c1"], with_items=False)
+    res = a.search(second[1], SearchRequest(k=1))
+    assert res.hits[0].id == "c1" and any("+2 -0" in n for n in res.notes)  # only c0, c1 were new to it
+    assert a.search(first[1], SearchRequest(k=1)).hits[0].id == "b1"
+    assert HnswIndex.load(index_dir(store, "fused__t")).rows == 6004
