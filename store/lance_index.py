@@ -18,7 +18,7 @@ import numpy as np
 from store.db import Store
 from store.errors import ConfigError
 from store.exact import normalized, topk_table
-from store.index import IndexReport, index_dir
+from store.index import IndexReport
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,3 @@ class IvfPqIndex:
         meta = json.loads((Path(path) / "meta.json").read_text())
         return cls(meta["table"], meta["version"], IvfPqConfig(**meta["config"]), meta.get("recall_at_10"))
 
-
-def default_path(store: Store, table: str) -> Path:
-    return index_dir(store, table)
