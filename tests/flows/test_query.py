@@ -224,3 +224,16 @@ def test_api_unknown_item_is_404_and_malformed_json_is_400(api):
     assert r.status_code == 404 and "nope" in r.json()["error"]
     r = client.post("/search", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and "invalid request" in r.json()["error"]
+
+
+def test_api_image_upload_finds_the_item(api, clip_project):
+    import base64
+
+    client, _ = api
+    data = clip_project[3]
+    image = base64.b64encode((data / "img" / "item-0003.png").read_bytes()).decode()
+    r = client.post("/search", json={"table": "mixed", "image_base64": image, "k": 3, "cross_modal": False})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["hits"][0]["id"] == "item-0003" and body["masked"] == ["text"]
+    assert body["query"]["image"].endswith("bytes>")
