@@ -19,7 +19,6 @@ from scipy.sparse.csgraph import connected_components
 
 from store.db import Store
 from store.errors import BadQuery
-from store.exact import topk_matrix
 from store.index import HnswConfig, HnswIndex
 
 DEDUP_SCHEMA = pa.schema([
@@ -71,13 +70,11 @@ def find_duplicates(store: Store, table: str, threshold: float = 0.95, neighbour
     n = len(index.ids)
     rows_i, rows_j, best = [], [], np.full(n, -np.inf, np.float32)
     matrix = index.matrix()
-    flat = matrix[live] if method == "exact" else None
     for start in range(0, len(live), batch_rows):
         labels = live[start:start + batch_rows]
         queries = matrix[labels]
         if method == "exact":
-            scores, found = topk_matrix(flat, queries, neighbours + 1, ids=live)
-            found = found.astype(np.int64)
+            scores, found = index.exact(queries, neighbours + 1)
         else:
             scores, found = index.search(queries, neighbours + 1)
         other = (found != labels[:, None]) & (found >= 0)

@@ -101,6 +101,11 @@ def _key_columns(schema: pa.Schema) -> list[str]:
     return ["vector"]
 
 
+def _row_columns(schema: pa.Schema) -> list[str]:
+    """What the graph needs per row: id, vector and the change key."""
+    return ["id", "vector"] + [c for c in _key_columns(schema) if c != "vector"]
+
+
 @dataclass(frozen=True)
 class LabelFilter:
     selector: object  # faiss.IDSelectorBitmap; reads ``bits``, which must stay alive with it
@@ -137,7 +142,7 @@ class HnswIndex:
         graph.hnsw.efConstruction = config.ef_construction
         graph.hnsw.efSearch = config.ef_search
         ids, keys = [], []
-        cols = ["id", "vector"] + [c for c in _key_columns(tbl.schema) if c != "vector"]
+        cols = _row_columns(tbl.schema)
         for batch in store.iter_batches(table, cols, version=version, batch_size=config.batch_rows):
             graph.add(normalized(vectors_of(batch.column("vector"))))
             ids.append(batch.column("id").to_numpy(zero_copy_only=False))
@@ -159,7 +164,7 @@ class HnswIndex:
         labels = rng.choice(live, size=min(self.config.recall_queries, len(live)), replace=False)
         queries = self.graph.reconstruct_batch(labels.astype(np.int64))
         _, approx = self.search(queries, k + 1)
-        _, exact = topk_matrix(self.matrix()[live], queries, k + 1, ids=live)
+        _, exact = self.exact(queries, k + 1)
         hits = 0
         for q, label in enumerate(labels):
             want = [x for x in exact[q] if x != label][:k]
@@ -181,8 +186,7 @@ class HnswIndex:
         self._own()
         if tbl.version == self.version:
             return self._report("current", 0, 0, started)
-        key_cols = [c for c in _key_columns(tbl.schema) if c != "vector"]
-        cols = ["id"] + (key_cols or ["vector"])
+        cols = ["id"] + _key_columns(tbl.schema)
         current = pa.Table.from_batches(list(store.iter_batches(self.table, cols, version=tbl.version,
                                                                 batch_size=self.config.batch_rows, with_row_id=True)))
         cur_ids = current.column("id").to_numpy(zero_copy_only=False)
@@ -220,7 +224,7 @@ class HnswIndex:
 
     def _fetch(self, tbl, rowids: np.ndarray) -> pa.Table:
         """The rows to add, gathered by Lance row id (no scan of the table)."""
-        cols = ["id", "vector"] + [c for c in _key_columns(tbl.schema) if c != "vector"]
+        cols = _row_columns(tbl.schema)
         parts = [tbl.take_row_ids(rowids[s:s + 65536].tolist()).select(cols).to_arrow()
                  for s in range(0, len(rowids), 65536)]
         return pa.concat_tables(parts)
@@ -244,6 +248,21 @@ class HnswIndex:
         faiss = _faiss()
         storage = faiss.downcast_index(self.graph.storage)
         return faiss.rev_swig_ptr(storage.get_xb(), self.graph.ntotal * self.dim).reshape(self.graph.ntotal, self.dim)
+
+    def exact(self, queries: np.ndarray, k: int, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, labels) of the exact top ``k`` over the stored unit vectors: every
+        live row, or only ``labels`` (a filter's)."""
+        queries = normalized(np.atleast_2d(queries))
+        if labels is None and self.live.all():
+            scores, found = topk_matrix(self.matrix(), queries, k)
+        else:
+            labels = np.flatnonzero(self.live) if labels is None else labels
+            scores, found = topk_matrix(self.matrix()[labels], queries, k, ids=labels)
+        return scores, found.astype(np.int64)
+
+    def ids_of(self, labels: np.ndarray) -> np.ndarray:
+        """Graph labels → ids (None where faiss returned -1 for a missing slot)."""
+        return np.where(labels >= 0, self.ids[np.maximum(labels, 0)], None)
 
     def labels_of(self, ids) -> np.ndarray:
         """Live labels of ``ids`` (unknown ids are dropped)."""

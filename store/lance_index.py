@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from store.db import Store
+from store.db import Store, vectors_of
 from store.errors import ConfigError
 from store.exact import normalized, topk_table
 from store.index import IndexReport
@@ -75,8 +75,6 @@ class IvfPqIndex:
 
     def measure_recall(self, store: Store, k: int = 10, seed: int = 0) -> float | None:
         """Recall@k against exact search for a streamed random sample of the table's rows."""
-        from store.db import vectors_of
-
         rows = store.open(self.table).count_rows()
         if rows <= k + 1:
             return None

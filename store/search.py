@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from store.db import Store, vectors_of
 from store.errors import BadQuery, MissingTable, UnknownKey
-from store.exact import normalized, topk_matrix, topk_table
+from store.exact import topk_table
 from store.index import HnswConfig, HnswIndex, IndexReport, index_dir, read_meta
 from store.schema import ITEMS
 
@@ -57,6 +57,17 @@ class SearchResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """What one look at LanceDB tells a query (see ``VectorSearch._state``)."""
+
+    version: int
+    rows: int
+    dim: int
+    item_columns: tuple[str, ...]  # non-binary columns of items
+    items_version: int
+
+
 def vector_tables(store: Store) -> list[str]:
     return [t for t in store.table_names() if t.startswith(("fused__", "emb__"))]
 
@@ -89,32 +100,31 @@ class VectorSearch:
         self.min_index_recall = min_index_recall
         self._index = None
         self._update_note: str | None = None
-        self._seen: tuple | None = None  # version, rows, dim, item columns, items version
+        self._seen: _Seen | None = None
         self._seen_at = 0.0
         self._filters: OrderedDict[tuple[str, int], pa.Array] = OrderedDict()  # (where, items version) -> ids
         self._per_filter: dict = {}  # graph labels and selectors of cached filters
         self._items_ds = None  # the items table as a pylance dataset: point reads ~4x faster
 
-    def _state(self) -> tuple:
-        """(version, rows, dim, item columns, items version), re-read at most every
-        ``refresh_seconds``."""
+    def _state(self) -> _Seen:
+        """The table's and items' versions and shape, re-read at most every ``refresh_seconds``."""
         now = time.monotonic()
         if self._seen is None or now - self._seen_at >= self.refresh_seconds:
             tbl = self.store.open(self.table)
             items = self.store.open(ITEMS) if self.store.exists(ITEMS) else None
             columns = tuple(f.name for f in items.schema if not pa.types.is_binary(f.type)) if items else ()
             items_version = items.version if items else -1
-            if self._seen is None or self._seen[4] != items_version:
+            if self._seen is None or self._seen.items_version != items_version:
                 self._items_ds = _lance_dataset(items)
-            self._seen = (tbl.version, tbl.count_rows(), tbl.schema.field("vector").type.list_size, columns,
-                          items_version)
+            self._seen = _Seen(tbl.version, tbl.count_rows(), tbl.schema.field("vector").type.list_size, columns,
+                               items_version)
             self._seen_at = now
         return self._seen
 
     # --- the index ------------------------------------------------------------------------
     @property
     def dim(self) -> int:
-        return self._state()[2]
+        return self._state().dim
 
     def build_index(self, kind: str = "hnsw", config=None, rebuild: bool = False) -> IndexReport:
         """Build (or bring up to date) and persist the table's index; reports recall@10."""
@@ -153,7 +163,7 @@ class VectorSearch:
                 from store.lance_index import IvfPqIndex
 
                 self._index = IvfPqIndex.load(index_dir(self.store, self.table))
-        if self._index.version != (self._seen or self._state())[0]:
+        if self._index.version != (self._seen or self._state()).version:
             before = self._index.version
             report = self._index.update(self.store)
             self._index.save(index_dir(self.store, self.table))
@@ -173,7 +183,7 @@ class VectorSearch:
         self._state()  # one look at the table versions per query; helpers below read self._seen
         self._check(request)
         query = self._query_vector(vector)
-        version, rows = self._seen[:2]
+        version, rows = self._seen.version, self._seen.rows
         allowed = self._filter_ids(request.where) if request.where else None
         want = request.k + len(request.exclude)
         notes: list[str] = []
@@ -224,17 +234,9 @@ class VectorSearch:
         ids = np.asarray(res.column("id").to_pylist(), dtype=object)[None, :]
         return (1.0 - res.column("_distance").to_numpy())[None, :].astype(np.float32), ids
 
-    @staticmethod
-    def _exact_in_memory(index: HnswIndex, query: np.ndarray, k: int, allowed: pa.Array | None):
-        labels = (np.flatnonzero(index.live) if allowed is None
-                  else np.sort(index.labels_of(allowed.to_numpy(zero_copy_only=False))))
-        matrix = index.matrix()
-        if allowed is None and len(labels) == len(index.ids):
-            scores, found = topk_matrix(matrix, normalized(query), k)
-        else:
-            scores, found = topk_matrix(matrix[labels], normalized(query), k, ids=labels)
-        found = found.astype(np.int64)
-        return "exact", scores, np.where(found >= 0, index.ids[np.maximum(found, 0)], None)
+    def _exact_in_memory(self, index: HnswIndex, query: np.ndarray, k: int, allowed: pa.Array | None):
+        scores, labels = index.exact(query, k, None if allowed is None else self._labels(index, allowed))
+        return "exact", scores, index.ids_of(labels)
 
     def _labels(self, index: HnswIndex, allowed: pa.Array) -> np.ndarray:
         """Graph labels of a filter's ids, cached with the filter (same array object)."""
@@ -258,21 +260,19 @@ class VectorSearch:
             if len(subset) == 0:
                 return "exact-subset", np.zeros((1, 0), np.float32), np.zeros((1, 0), object)
             if len(subset) <= self.exact_subset_rows:
-                scores, labels = topk_matrix(index.matrix()[subset], normalized(query), k, ids=subset)
-                labels = labels.astype(np.int64)
+                scores, labels = index.exact(query, k, subset)
                 method = "exact-subset"
             else:
                 scores, labels = index.search(query, k, allowed=self._label_filter(index, allowed, subset))
                 method = "hnsw+selector"
-        ids = np.where(labels >= 0, index.ids[np.maximum(labels, 0)], None)
-        return method, scores, ids
+        return method, scores, index.ids_of(labels)
 
     # --- validation and joins -------------------------------------------------------------
     def _check(self, request: SearchRequest) -> None:
         if not isinstance(request.k, int) or not 1 <= request.k <= MAX_K:
             raise BadQuery(f"k={request.k!r} is out of range", fix=f"ask for 1 to {MAX_K} neighbours")
         if request.columns:
-            have = self._seen[3]
+            have = self._seen.item_columns
             unknown = [c for c in request.columns if c not in have]
             if unknown:
                 raise BadQuery(f"unknown or binary item column(s) {unknown}", fix=f"choose from: {', '.join(have)}")
@@ -282,7 +282,7 @@ class VectorSearch:
             query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         except (TypeError, ValueError) as exc:
             raise BadQuery(f"query vector is not a list of numbers: {exc}", fix="send a flat list of floats") from exc
-        dim = self._seen[2]
+        dim = self._seen.dim
         if query.shape[1] != dim:
             raise BadQuery(f"query vector has {query.shape[1]} dims, {self.table} holds {dim}",
                            fix="encode the query with the table's own encoders, or send a vector of that width")
@@ -295,7 +295,7 @@ class VectorSearch:
         version (a repeated filter then costs no LanceDB read)."""
         if not self.store.exists(ITEMS):
             raise BadQuery("a where filter needs the items table", fix="ingest items first (plait ingest)")
-        key = (where, self._seen[4])
+        key = (where, self._seen.items_version)
         if key in self._filters:
             self._filters.move_to_end(key)
             return self._filters[key]
@@ -344,11 +344,8 @@ def knn(store: Store, table: str, vector: np.ndarray, k: int = 5, item_columns: 
     return VectorSearch(store, table).search(vector, SearchRequest(k=k, columns=tuple(item_columns or ("text",))))
 
 
-def refresh_index(store: Store, table: str) -> IndexReport | None:
+def refresh_index(store: Store, table: str) -> None:
     """Bring ``table``'s persisted index (if it has one) up to the table's latest version;
     stages call this after writing so the first query does not pay for it."""
-    if read_meta(store, table) is None:
-        return None
-    search = VectorSearch(store, table)
-    search.index()
-    return IndexReport(table, search._index.version, "updated", getattr(search._index, "rows", 0))
+    if read_meta(store, table) is not None:
+        VectorSearch(store, table).index()

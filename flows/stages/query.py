@@ -9,7 +9,7 @@ answer says which blocks were used, masked or stood in.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -152,8 +152,7 @@ class QuerySpace:
     def ask(self, query: Query, request: SearchRequest = SearchRequest()) -> QueryAnswer:
         vector, used, stand_in, masked = self.embed(query)
         if query.id is not None:
-            request = SearchRequest(request.k, request.where, request.columns, request.exact,
-                                    tuple(request.exclude) + (query.id,))
+            request = replace(request, exclude=tuple(request.exclude) + (query.id,))
         result = self.search.search(vector, request)
         shown = {k: v for k, v in asdict(query).items() if v is not None}
         if "vector" in shown:
