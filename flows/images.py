@@ -11,6 +11,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from store.errors import PlaitError
+from store.lineage import sha256_bytes
 
 
 class DecodeError(PlaitError, ValueError):
@@ -61,3 +62,45 @@ def decode_image(source: str | bytes, size: int = 224) -> Image.Image:
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)
     return img.convert("RGB")
+
+
+# --- ingest: what a manifest's image cell refers to ----------------------------------------
+def image_ref(value, roots: list[Path], base: Path, problems: list[str]) -> tuple[str | None, bytes | None, str | None]:
+    """(uri, inline bytes, sha256) for a manifest's path or bytes value; problems are appended."""
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None, None, None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        if not looks_like_image(data, ""):
+            problems.append("undecodable image: the bytes in the manifest are not JPEG/PNG/WebP/SVG; "
+                            "fix: store the image file's bytes, or a path")
+            return None, None, None
+        return None, data, sha256_bytes(data)
+    p = Path(str(value)).expanduser()
+    p = (p if p.is_absolute() else base / p).resolve()
+    if not any(p.is_relative_to(r) for r in roots):
+        problems.append(f"path outside allowed roots: {p} is not under {[str(r) for r in roots]}; "
+                        "fix: move the file under the manifest's folder or add its folder to allowed_roots")
+        return str(p), None, None
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        problems.append(f"missing file: {p} ({e.strerror}); fix: restore the file or correct the path in the manifest")
+        return str(p), None, None
+    if not looks_like_image(data, p.name):
+        problems.append(f"undecodable image: {p} is not a JPEG/PNG/WebP/SVG image; fix: replace or re-export the file")
+        return str(p), None, None
+    return str(p), None, sha256_bytes(data)
+
+
+def looks_like_image(data: bytes, name: str) -> bool:
+    """Header check only (cheap); truncation is caught when the embed stage decodes."""
+    head = data[:2048].lstrip().lower()
+    if name.lower().endswith(".svg") or head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
+        return b"<svg" in head
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+        return True
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return False

@@ -12,7 +12,6 @@ and its reject says so; a row with nothing usable does not land.
 """
 from __future__ import annotations
 
-import io
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -22,10 +21,11 @@ from typing import Iterator
 import pyarrow as pa
 
 from flows.config import SourceConfig
+from flows.images import image_ref
 from store import rejects
 from store.db import Store, now_array
 from store.errors import ConfigError
-from store.lineage import sha256_bytes, sha256_json, sha256_text
+from store.lineage import sha256_json, sha256_text
 from store.schema import ITEMS, LABEL_PREFIX, items_schema
 
 STAGE = "ingest"
@@ -145,49 +145,6 @@ def _iter_folder(source: SourceConfig, folder: Path) -> Iterator[Columns]:
 
 
 # --- one row -------------------------------------------------------------------------------
-def _image(value, roots: list[Path], base: Path, problems: list[str]) -> tuple[str | None, bytes | None, str | None]:
-    """(uri, inline bytes, sha256) for a path or bytes value; problems are appended."""
-    if value is None or (isinstance(value, str) and value.strip() == ""):
-        return None, None, None
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        data = bytes(value)
-        if not _looks_like_image(data, ""):
-            problems.append("undecodable image: the bytes in the manifest are not JPEG/PNG/WebP/SVG; "
-                         "fix: store the image file's bytes, or a path")
-            return None, None, None
-        return None, data, sha256_bytes(data)
-    p = Path(str(value)).expanduser()
-    p = (p if p.is_absolute() else base / p).resolve()
-    if not any(p.is_relative_to(r) for r in roots):
-        problems.append(f"path outside allowed roots: {p} is not under {[str(r) for r in roots]}; "
-                     "fix: move the file under the manifest's folder or add its folder to allowed_roots")
-        return str(p), None, None
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        problems.append(f"missing file: {p} ({e.strerror}); fix: restore the file or correct the path in the manifest")
-        return str(p), None, None
-    if not _looks_like_image(data, p.name):
-        problems.append(f"undecodable image: {p} is not a JPEG/PNG/WebP/SVG image; fix: replace or re-export the file")
-        return str(p), None, None
-    return str(p), None, sha256_bytes(data)
-
-
-def _looks_like_image(data: bytes, name: str) -> bool:
-    """Header check only (cheap); truncation is caught when the embed stage decodes."""
-    head = data[:2048].lstrip().lower()
-    if name.lower().endswith(".svg") or head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
-        return b"<svg" in head
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.verify()
-        return True
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return False
-
-
 def _label(value, kind: str, name: str, problems: list[str]):
     if value is None or (isinstance(value, str) and value.strip() == "") or value != value:  # NaN
         return None
@@ -282,7 +239,7 @@ def _row(cols: dict, k: int, row_no: int, source: SourceConfig, types: dict, roo
         problems.append(f"missing id: manifest row {row_no} has no {source.id!r}; fix: fill the id column")
         return f"{source.name}:row{row_no}", None, problems
     text = normalize_text(cols[source.text][k]) if source.text else None
-    image_uri, image_bytes, image_sha = _image(cols[source.image][k], roots, base, problems) if source.image else (None, None, None)
+    image_uri, image_bytes, image_sha = image_ref(cols[source.image][k], roots, base, problems) if source.image else (None, None, None)
     if text is None and image_sha is None:
         if not problems:
             problems.append("no content: neither text nor image; fix: fill one of them")
