@@ -24,7 +24,8 @@ from flows.stages.query import Query, QuerySpace
 from store.db import Store
 from store.errors import BadQuery, MissingTable, PlaitError, UnknownKey
 from store.schema import ITEMS
-from store.search import MAX_K, SearchRequest, sql_quote, vector_tables
+from store import sql
+from store.search import MAX_K, SearchRequest, vector_tables
 
 log = logging.getLogger("plait.api")
 
@@ -126,11 +127,11 @@ def create_app(store: Store) -> FastAPI:
             raise MissingTable("no items table yet", fix="run plait ingest")
         tbl = store.open(ITEMS)
         cols = [f.name for f in tbl.schema if f.name != "image_bytes"]
-        rows = store.read(ITEMS, cols, where=f"id = {sql_quote([item_id])}").to_pylist()
+        rows = store.read(ITEMS, cols, where=sql.equals("id", item_id)).to_pylist()
         if not rows:
             raise UnknownKey(f"item {item_id!r} is not in the items table", fix="use an id from /search")
         present = [t for t in vector_tables(store)
-                   if store.read(t, ["id"], where=f"id = {sql_quote([item_id])}").num_rows]
+                   if store.read(t, ["id"], where=sql.equals("id", item_id)).num_rows]
         return {"item": rows[0], "items_version": tbl.version, "vector_tables": present}
 
     return app

@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from store import sql
 from store.errors import MissingTable, SchemaMismatch
 
 
@@ -130,10 +131,8 @@ class Store:
         if not ids or not self.exists(name):
             return
         tbl = self._db.open_table(name)
-        for start in range(0, len(ids), 1000):
-            chunk = ids[start : start + 1000]
-            quoted = ",".join("'" + i.replace("'", "''") + "'" for i in chunk)
-            tbl.delete(f"{key} IN ({quoted})")
+        for chunk in sql.chunks(ids):
+            tbl.delete(sql.in_list(key, chunk))
 
     # --- reads ------------------------------------------------------------------------
     def read(self, name: str, columns: list[str] | None = None, version: int | None = None,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from store import sql
 from store.db import Store, utcnow
 from store.lineage import plait_version
 from store.schema import ENCODERS, FUSIONS, HEADS, REGISTRY_SCHEMAS
@@ -34,7 +35,6 @@ def rows(store: Store, registry: str, where: str | None = None) -> list[dict[str
 
 
 def get(store: Store, registry: str, key: str) -> dict[str, Any] | None:
-    safe = key.replace("'", "''")
-    found = rows(store, registry, where=f"id = '{safe}'")
+    found = rows(store, registry, where=sql.equals("id", key))
     return found[0] if found else None
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from store import sql
 from store.db import Store, now_array
 from store.schema import REJECTS, REJECTS_SCHEMA
 
@@ -42,8 +43,7 @@ def known(store: Store, stage: str) -> dict[str, str | None]:
     """id → content hash of the current rejects at ``stage``."""
     if not store.exists(REJECTS):
         return {}
-    safe = stage.replace("'", "''")
-    t = store.read(REJECTS, ["id", "content_sha256"], where=f"stage = '{safe}'")
+    t = store.read(REJECTS, ["id", "content_sha256"], where=sql.equals("stage", stage))
     return dict(zip(t.column("id").to_pylist(), t.column("content_sha256").to_pylist()))
 
 

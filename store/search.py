@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import pyarrow as pa
 
+from store import sql
 from store.db import Store, vectors_of
 from store.errors import BadQuery, MissingTable, UnknownKey
 from store.exact import topk_table
@@ -79,10 +80,6 @@ def resolve_table(store: Store, name: str) -> str:
             return candidate
     raise MissingTable(f"no vector table or fusion named {name!r}",
                        fix=f"use one of: {', '.join(vector_tables(store)) or '(none yet: run plait fuse)'}")
-
-
-def sql_quote(values) -> str:
-    return ",".join("'" + str(v).replace("'", "''") + "'" for v in values)
 
 
 class VectorSearch:
@@ -173,7 +170,7 @@ class VectorSearch:
 
     # --- queries --------------------------------------------------------------------------
     def vector_of(self, item_id: str) -> np.ndarray:
-        rows = self.store.read(self.table, ["id", "vector"], where=f"id = {sql_quote([item_id])}")
+        rows = self.store.read(self.table, ["id", "vector"], where=sql.equals("id", item_id))
         if rows.num_rows == 0:
             raise UnknownKey(f"id {item_id!r} is not in {self.table}",
                              fix="query by an id that the table holds (plait status shows row counts)")
@@ -321,7 +318,7 @@ class VectorSearch:
         if not ids or not columns or not self.store.exists(ITEMS):
             return {i: {} for i in ids}
         cols = ["id"] + [c for c in columns if c != "id"]
-        rows = self._read_items(cols, f"id IN ({sql_quote(ids)})").to_pylist()
+        rows = self._read_items(cols, sql.in_list("id", ids)).to_pylist()
         return {r.pop("id"): r for r in rows}
 
 

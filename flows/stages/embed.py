@@ -18,7 +18,7 @@ import pyarrow as pa
 from flows.batching import DecodeAndPrepare, OomSplitter, decoded_batches, default_workers
 from flows.encoders import Encoder, build_encoder
 from flows.progress import bar
-from store import encoder_tables, rejects
+from store import encoder_tables, rejects, sql
 from store.db import Store, now_array, vector_array
 from store.errors import SchemaMismatch
 from store.schema import ITEMS, embedding_schema, embedding_table_name
@@ -197,9 +197,7 @@ def _image_sources(store: Store, todo) -> list:
     """Paths as they are; images stored as bytes in ``items`` are fetched for just these ids."""
     missing = [r[0] for r in todo if r[1] is None]
     inline: dict[str, bytes] = {}
-    for start in range(0, len(missing), 1000):
-        chunk = missing[start:start + 1000]
-        quoted = ",".join("'" + i.replace("'", "''") + "'" for i in chunk)
-        t = store.read(ITEMS, ["id", "image_bytes"], where=f"id IN ({quoted})")
+    for chunk in sql.chunks(missing):
+        t = store.read(ITEMS, ["id", "image_bytes"], where=sql.in_list("id", chunk))
         inline.update(zip(t.column("id").to_pylist(), t.column("image_bytes").to_pylist()))
     return [r[1] if r[1] is not None else inline[r[0]] for r in todo]
