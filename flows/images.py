@@ -32,6 +32,25 @@ def _render_svg(data: bytes, size: int) -> Image.Image:
     return Image.open(io.BytesIO(png))
 
 
+def read_checked(source: str | bytes, expected_sha256: str | None = None) -> bytes:
+    """The bytes of an image source (a path recorded at ingest, or inline bytes), checked
+    against the content hash recorded at ingest. Raises :class:`DecodeError` (a reject).
+
+    Every reader of image bytes at embed/query time goes through here (the PIL worker path
+    and the GPU decode path alike), so file-safety rules live in one place."""
+    if isinstance(source, (str, Path)):
+        try:
+            data = Path(source).read_bytes()
+        except OSError as e:
+            raise DecodeError(f"missing file: {source} ({e.strerror})", fix="check the path in the manifest") from e
+    else:
+        data = bytes(source)
+    if expected_sha256 is not None and sha256_bytes(data) != expected_sha256:
+        raise DecodeError(f"changed since ingest: {source if isinstance(source, (str, Path)) else '<inline bytes>'}",
+                          fix="re-run plait ingest")
+    return data
+
+
 def decode_image(source: str | bytes, size: int = 224) -> Image.Image:
     """Return an RGB ``PIL.Image``; SVGs are rendered at ``size``×``size``.
 
