@@ -41,6 +41,7 @@ class SourceConfig:
     labels: tuple[str, ...] = ()
     captions: str | None = None
     allowed_roots: tuple[str, ...] = ()
+    prune: bool = False  # remove this source's items that its manifest no longer lists
 
     def __post_init__(self):
         if not (self.image or self.text):

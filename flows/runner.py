@@ -14,10 +14,6 @@ from flows.stages.train import TrainReport, train
 project = open_project
 
 
-def artifacts(cfg: ProjectConfig) -> Path:
-    return cfg.root / "artifacts"
-
-
 def run_ingest(root: str | Path, source: str | None = None) -> list[IngestReport]:
     cfg, store = project(root)
     return [ingest(store, s, cfg.path(s.manifest)) for s in cfg.sources if source in (None, s.name)]
@@ -54,15 +50,16 @@ def run_fuse(root: str | Path, name: str | None = None, refit: bool = False) -> 
     from store.search import refresh_index
 
     cfg, store = project(root)
-    reports = [fuse(store, f, artifacts(cfg), refit) for f in cfg.fusions if name in (None, f.name)]
+    reports = [fuse(store, f, refit) for f in cfg.fusions if name in (None, f.name)]
     for r in reports:
         refresh_index(store, r.table)  # an indexed fused table stays current without a rebuild
     return reports
 
 
-def run_train(root: str | Path, name: str | None = None, version: int | None = None) -> list[TrainReport]:
+def run_train(root: str | Path, name: str | None = None, version: int | None = None,
+              labels_version: int | None = None) -> list[TrainReport]:
     cfg, store = project(root)
-    return [train(store, h, artifacts(cfg), version) for h in cfg.heads if name in (None, h.name)]
+    return [train(store, h, version, labels_version=labels_version) for h in cfg.heads if name in (None, h.name)]
 
 
 def run_score(root: str | Path, name: str | None = None) -> list:

@@ -1,22 +1,35 @@
 """The one place that talks to LanceDB.
 
-Every write is a ``merge_insert`` keyed on ``id`` (an upsert), so a batch written twice
-leaves one row per id: that is what makes a crashed run safe to re-run. Every write makes a
-new table version; readers may pin one with ``version=``.
+Writers cannot collide (see docs/NOTES.md, "Writer model"):
+- every table keyed on ``id`` declares it as Lance's unenforced primary key, and every write
+  that may meet an existing key is a ``merge_insert``: two concurrent inserts of one new id
+  cannot both land;
+- a plain ``append`` (much cheaper on big tables) is used only for rows a stage *knows* are
+  new, which it can know only while it holds the table's lease (:mod:`store.lease`);
+- a rewrite of a whole table (a refit, dedup, clusters, a repair) is written as uncommitted
+  Lance fragments and becomes visible in one commit (:meth:`Store.rewrite`).
+Every write makes a new table version; readers may pin one with ``version=``, and versions
+that registries pin are tagged so that :meth:`Store.optimize` never deletes them.
 """
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
-from store import sql
-from store.errors import MissingTable, SchemaMismatch
+# Lance logs warnings from Rust straight to stderr (~100 lines for one IVF_PQ build on a
+# small table); quiet unless the user asks (plait -v sets these to "info").
+os.environ.setdefault("LANCE_LOG", "error")
+os.environ.setdefault("LANCEDB_LOG", "error")
 
+from store import sql  # noqa: E402
+from store.errors import MissingTable, SchemaMismatch  # noqa: E402
+from store.schema import key_of  # noqa: E402
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
@@ -28,24 +41,36 @@ def now_array(n: int) -> pa.Array:
 
 @dataclass
 class Store:
-    """A LanceDB database at ``uri`` (a local folder, or an object-store URI)."""
+    """A LanceDB database at ``uri`` (a local folder, or an object-store URI such as
+    ``s3://bucket/prefix`` with ``storage_options`` for LanceDB: endpoint, keys, region...)."""
 
     uri: str
+    storage_options: dict = field(default_factory=dict)
     _db: object = field(init=False, repr=False)
 
     def __post_init__(self):
         import lancedb  # lazy: keep `import store` cheap for the pure packages
 
+        from store.artifacts import Artifacts
+
         if "://" not in self.uri:
             Path(self.uri).mkdir(parents=True, exist_ok=True)
-        self._db = lancedb.connect(self.uri)
+        self.storage_options = {k: str(v) for k, v in (self.storage_options or {}).items()}
+        self._db = lancedb.connect(self.uri, storage_options=self.storage_options or None)
+        self.artifacts = Artifacts(self.uri, self.storage_options)
+
+    @property
+    def is_remote(self) -> bool:
+        return "://" in self.uri and not self.uri.startswith("file://")
 
     # --- tables -----------------------------------------------------------------------
-    def table_names(self) -> list[str]:
-        return sorted(self._db.list_tables().tables)
+    def table_names(self, internal: bool = False) -> list[str]:
+        """Tables in the store; ``_``-prefixed bookkeeping tables (leases) only if asked."""
+        names = sorted(self._db.list_tables().tables)
+        return names if internal else [n for n in names if not n.startswith("_")]
 
     def exists(self, name: str) -> bool:
-        return name in self.table_names()
+        return name in self.table_names(internal=True)
 
     def open(self, name: str, version: int | None = None):
         if not self.exists(name):
@@ -66,7 +91,8 @@ class Store:
         so readers pinned to older versions still see the old rows.
         """
         if not self.exists(name):
-            return self._db.create_table(name, schema=schema)
+            # exist_ok: two writers may create the same table at once; both then use it
+            return self._db.create_table(name, schema=schema, exist_ok=True)
         tbl = self._db.open_table(name)
         have = {f.name: f.type for f in tbl.schema}
         for f in schema:
@@ -77,6 +103,22 @@ class Store:
                     f"table {name!r} has column {f.name!r} of type {have[f.name]}, this write has {f.type}",
                     fix=f"write to a new table, or drop {name!r} if its contents are obsolete",
                 )
+        return self._evolve(tbl, schema)
+
+    def _evolve(self, tbl, schema: pa.Schema):
+        """Bring an existing table up to ``schema`` without rewriting it: declare the primary
+        key it lacks (tables from before the writer model) and add missing nullable columns
+        (a new label, a new registry field) as nulls: Lance adds columns in place."""
+        key = key_of(schema)
+        if key is not None and key_of(tbl.schema) is None and not tbl.schema.field(key).nullable:
+            tbl.set_unenforced_primary_key(key)
+        missing = [f for f in schema if f.name not in tbl.schema.names]
+        if missing:
+            bad = [f.name for f in missing if not f.nullable]
+            if bad:
+                raise SchemaMismatch(f"table {tbl.name!r} lacks required columns {bad}",
+                                     fix="write to a new table")
+            tbl.add_columns([f.remove_metadata() for f in missing])
         return tbl
 
     def version(self, name: str) -> int:
@@ -93,28 +135,42 @@ class Store:
         return tbl.version
 
     def append(self, name: str, data: pa.Table, schema: pa.Schema) -> int:
-        """Add rows known to be new (no key lookup: much cheaper than a merge on big tables)."""
+        """Add rows known to be new (no key lookup: much cheaper than a merge on big tables).
+        Only for a caller that holds the table's lease and has checked the keys are absent:
+        an append is not conflict-checked against a concurrent insert of the same key."""
         tbl = self.ensure(name, schema)
         if data.num_rows:
             tbl.add(data.select(schema.names).cast(schema))
         return tbl.version
 
-    def replace(self, name: str, batches, schema: pa.Schema) -> int:
-        """Make ``name`` hold exactly ``batches`` (an iterable of Arrow tables/batches), as a new
-        version: for derived results (dedup groups, clusters) recomputed whole each run.
-        Streams: the first batch overwrites, the rest are appended."""
-        tbl = None
-        mode = "overwrite" if self.exists(name) else "create"
-        for batch in batches:
+    def rewrite(self, name: str, batches: Iterable, schema: pa.Schema) -> int:
+        """Make ``name`` hold exactly ``batches`` (Arrow tables or record batches), visible in
+        ONE commit: the rows are written as uncommitted Lance fragments first, then an
+        Overwrite is committed. Readers (and a crash) see the old table or the new one, never
+        a mix. Streams: memory holds one batch. Returns the new version."""
+        import lance
+
+        def cast(batch):
             data = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-            data = data.select(schema.names).cast(schema)
-            if tbl is None:
-                tbl = self._db.create_table(name, data, schema=schema, mode=mode)
-            elif data.num_rows:
-                tbl.add(data)
-        if tbl is None:
-            tbl = self._db.create_table(name, schema=schema, mode=mode)
-        return tbl.version
+            return data.select(schema.names).cast(schema).to_batches()
+
+        def stream():
+            for batch in batches:
+                yield from cast(batch)
+
+        # An existing table is overwritten as it is, even with another schema (a new width):
+        # going through ensure(derived=True) would first commit an empty table.
+        tbl = (self._db.open_table(name) if self.exists(name)
+               else self._db.create_table(name, schema=schema, exist_ok=True))
+        ds = tbl.to_lance()
+        reader = pa.RecordBatchReader.from_batches(schema, stream())
+        tx = lance.fragment.write_fragments(reader, ds, schema=schema, mode="overwrite", return_transaction=True,
+                                            storage_options=self.storage_options or None)
+        return lance.LanceDataset.commit(ds, tx, storage_options=self.storage_options or None).version
+
+    def replace(self, name: str, batches, schema: pa.Schema) -> int:
+        """Kept name for derived results (dedup groups, clusters): an atomic :meth:`rewrite`."""
+        return self.rewrite(name, batches, schema)
 
     def index_ids(self, name: str, key: str = "id") -> None:
         """(Re)build a BTREE index on ``key``: point lookups (``id IN (...)``, the item join of
@@ -164,6 +220,88 @@ class Store:
             tbl = self._db.open_table(name)
             out.append({"name": name, "rows": tbl.count_rows(), "version": tbl.version})
         return out
+
+    # --- versions: pins, compaction, repair -----------------------------------------------
+    def pin(self, name: str, version: int, tag: str) -> None:
+        """Tag ``name@version`` so that :meth:`optimize` keeps it (a head or a fusion read it).
+        Tags cost no version; an existing tag of the same name is moved."""
+        if not self.exists(name):
+            return
+        tags = self._db.open_table(name).tags
+        tag = _tag_name(tag)
+        known = tags.list()
+        if tag in known:
+            if known[tag]["version"] != version:
+                tags.update(tag, version)
+        else:
+            try:
+                tags.create(tag, version)
+            except Exception:  # created by a concurrent writer meanwhile, or the version is gone
+                pass
+
+    def pins(self, name: str) -> dict[str, int]:
+        if not self.exists(name):
+            return {}
+        return {t: v["version"] for t, v in self._db.open_table(name).tags.list().items()}
+
+    def optimize(self, name: str, older_than: dt.timedelta = dt.timedelta(days=7)) -> dict:
+        """Compact small fragments (every commit adds one) and delete versions older than
+        ``older_than``, except tagged (pinned) ones. Returns what it did."""
+        tbl = self._db.open_table(name)
+        ds = tbl.to_lance()
+        before = len(ds.versions())
+        compaction = ds.optimize.compact_files()
+        try:
+            ds.optimize.optimize_indices()
+        except Exception:  # a table without indexes
+            pass
+        ds = self._db.open_table(name).to_lance()
+        stats = ds.cleanup_old_versions(older_than=older_than, error_if_tagged_old_versions=False)
+        after = len(self._db.open_table(name).to_lance().versions())
+        return {"table": name, "fragments_removed": compaction.fragments_removed,
+                "fragments_added": compaction.fragments_added, "versions_before": before,
+                "versions_after": after, "bytes_removed": stats.bytes_removed,
+                "pinned": sorted(self.pins(name).values())}
+
+    def duplicate_keys(self, name: str) -> int:
+        """How many keys occur more than once (0 for a healthy keyed table)."""
+        tbl = self._db.open_table(name)
+        key = key_of(tbl.schema) or ("id" if "id" in tbl.schema.names else None)
+        if key is None:
+            return 0
+        counts = tbl.to_lance().to_table(columns=[key]).group_by(key).aggregate([([], "count_all")])
+        return int(np.count_nonzero(counts.column("count_all").to_numpy() > 1))
+
+    def dedupe(self, name: str) -> int:
+        """Keep one row per key (the last written: the greatest row id, Lance appends in
+        order) and rewrite the table in one commit; returns the rows dropped."""
+        import pyarrow.compute as pc
+
+        tbl = self._db.open_table(name)
+        key = key_of(tbl.schema) or "id"
+        ids = tbl.to_lance().to_table(columns=[key], with_row_id=True)
+        last = ids.group_by(key).aggregate([("_rowid", "max")]).column("_rowid_max")
+        dropped = ids.num_rows - len(last)
+        if dropped == 0:
+            return 0
+        keep = pa.array(np.sort(last.to_numpy()))
+        schema = tbl.schema
+        ds = tbl.to_lance()
+
+        def batches():
+            for batch in ds.to_batches(with_row_id=True, batch_size=65536):
+                mask = pc.is_in(batch.column("_rowid"), value_set=keep)
+                yield pa.Table.from_batches([batch]).filter(mask).drop_columns(["_rowid"])
+
+        self.rewrite(name, batches(), schema)
+        return dropped
+
+
+def _tag_name(tag: str) -> str:
+    """Lance tag names allow letters, digits, '-', '_' and '.'."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", tag).strip("-")[:200] or "pin"
 
 
 def vectors_of(col: pa.ChunkedArray | pa.Array) -> np.ndarray:

@@ -12,7 +12,10 @@ from typing import Any
 from store import registries
 from store.db import Store, utcnow
 from store.errors import ConfigError, MissingTable
+from store.lease import hold
 from store.schema import ENCODERS
+
+LEASE = "registry:encoders"  # every status change is a check-then-act: one writer at a time
 
 
 def all_tables(store: Store, modality: str | None = None) -> list[dict[str, Any]]:
@@ -30,13 +33,14 @@ def active(store: Store, modality: str) -> dict[str, Any]:
 
 def register(store: Store, row: dict[str, Any]) -> str:
     """Add an embedding table; returns its status (``active`` if its modality had none)."""
-    current = registries.get(store, ENCODERS, row["id"])
-    if current is not None:
-        return current["status"]
-    has_active = any(r["status"] == "active" for r in all_tables(store, row["modality"]))
-    status = "candidate" if has_active else "active"
-    registries.put(store, ENCODERS, {**row, "status": status, "status_changed_at": utcnow()})
-    return status
+    with hold(store, LEASE, "embed"):
+        current = registries.get(store, ENCODERS, row["id"])
+        if current is not None:
+            return current["status"]
+        has_active = any(r["status"] == "active" for r in all_tables(store, row["modality"]))
+        status = "candidate" if has_active else "active"
+        registries.put(store, ENCODERS, {**row, "status": status, "status_changed_at": utcnow()})
+        return status
 
 
 def _set_status(store: Store, row: dict[str, Any], status: str) -> None:
@@ -45,25 +49,28 @@ def _set_status(store: Store, row: dict[str, Any], status: str) -> None:
 
 def promote(store: Store, table: str) -> dict[str, Any]:
     """Make ``table`` the active one for its modality; the previous active one is retired."""
-    row = registries.get(store, ENCODERS, table)
-    if row is None:
-        names = [r["id"] for r in all_tables(store)]
-        raise ConfigError(f"no embedding table {table!r}; registered: {names}", fix="pick a table from plait encoders list")
-    for other in all_tables(store, row["modality"]):
-        if other["status"] == "active" and other["id"] != table:
-            _set_status(store, other, "retired")
-    _set_status(store, row, "active")
-    return registries.get(store, ENCODERS, table)
+    with hold(store, LEASE, "encoders promote"):
+        row = registries.get(store, ENCODERS, table)
+        if row is None:
+            names = [r["id"] for r in all_tables(store)]
+            raise ConfigError(f"no embedding table {table!r}; registered: {names}",
+                              fix="pick a table from plait encoders list")
+        for other in all_tables(store, row["modality"]):
+            if other["status"] == "active" and other["id"] != table:
+                _set_status(store, other, "retired")
+        _set_status(store, row, "active")
+        return registries.get(store, ENCODERS, table)
 
 
 def rollback(store: Store, modality: str) -> dict[str, Any]:
     """Re-activate the most recently retired table of ``modality``; the active one becomes a candidate."""
-    retired = [r for r in all_tables(store, modality) if r["status"] == "retired"]
-    if not retired:
-        raise ConfigError(f"modality {modality!r} has no retired table to roll back to",
-                          fix="promote a candidate instead (plait encoders promote TABLE)")
-    previous = max(retired, key=lambda r: r["status_changed_at"])
-    current = active(store, modality)
-    _set_status(store, current, "candidate")
-    _set_status(store, previous, "active")
-    return registries.get(store, ENCODERS, previous["id"])
+    with hold(store, LEASE, "encoders rollback"):
+        retired = [r for r in all_tables(store, modality) if r["status"] == "retired"]
+        if not retired:
+            raise ConfigError(f"modality {modality!r} has no retired table to roll back to",
+                              fix="promote a candidate instead (plait encoders promote TABLE)")
+        previous = max(retired, key=lambda r: r["status_changed_at"])
+        current = active(store, modality)
+        _set_status(store, current, "candidate")
+        _set_status(store, previous, "active")
+        return registries.get(store, ENCODERS, previous["id"])

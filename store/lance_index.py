@@ -3,7 +3,7 @@
 The compressed codes live inside the Lance dataset (no full-precision copy in RAM); a
 ``refine_factor`` re-ranks the candidates with the stored full vectors. Rows added after the
 build are still found (LanceDB scans unindexed fragments); ``update`` folds them in with
-``optimize``. Its metadata sits in the same ``_indexes/<table>`` folder as the HNSW graph's.
+``optimize_indices`` (never a version cleanup). Its metadata sits in the same ``_indexes/<table>`` folder as the HNSW graph's.
 """
 from __future__ import annotations
 
@@ -100,7 +100,9 @@ class IvfPqIndex:
         tbl = store.open(self.table)
         if tbl.version == self.version:
             return IndexReport(self.table, self.version, "current", tbl.count_rows())
-        tbl.optimize()  # folds new rows into the existing index
+        # Fold new rows into the existing index, and nothing else: LanceDB's optimize() would
+        # also delete versions older than 7 days, including ones a head's lineage pins.
+        tbl.to_lance().optimize.optimize_indices()
         self.version = store.open(self.table).version
         return IndexReport(self.table, self.version, "updated", tbl.count_rows(),
                            seconds=round(time.perf_counter() - started, 3), recall_at_10=self.recall_at_10)

@@ -53,3 +53,17 @@ def plait_version() -> str:
         return metadata.version("plait")
     except metadata.PackageNotFoundError:  # running from a source tree
         return "0+unknown"
+
+
+def labels_sha256(table) -> str:
+    """Digest of (id, label columns) rows, independent of row order: the lineage key that
+    tells a relabel apart ("same rows, other labels" → retrain / refit)."""
+    import numpy as np
+    import pandas as pd
+
+    if table.num_rows == 0:
+        return sha256_text("empty")
+    frame = pd.DataFrame({name: [canonical_json(v) if isinstance(v, list) else v for v in col.to_pylist()]
+                          for name, col in zip(table.column_names, table.columns)})
+    rows = np.sort(pd.util.hash_pandas_object(frame, index=False).to_numpy())
+    return hashlib.sha256(rows.tobytes() + ",".join(table.column_names).encode()).hexdigest()

@@ -15,6 +15,7 @@ REJECTS = "rejects"
 ENCODERS = "encoders"
 FUSIONS = "fusions"
 HEADS = "heads"
+LEASES = "_leases"
 
 MODALITIES = ("text", "image")
 LABEL_PREFIX = "label_"
@@ -22,14 +23,41 @@ LABEL_PREFIX = "label_"
 _TS = pa.timestamp("us", tz="UTC")
 
 
+PRIMARY_KEY = {"lance-schema:unenforced-primary-key": "true"}
+
+
 def vector_type(dim: int) -> pa.DataType:
     return pa.list_(pa.float32(), dim)
+
+
+def keyed(fields: list[pa.Field], key: str = "id") -> pa.Schema:
+    """A schema whose ``key`` column is Lance's (unenforced) primary key.
+
+    Why: two ``merge_insert`` calls that insert the same new key at once both succeed unless
+    Lance knows the key; with it, the second commit is checked against the first and retried,
+    so concurrent writers cannot duplicate an id (measured on local disk and on S3, see
+    shared/ENVIRONMENT.md). It is also what makes :mod:`store.lease` a compare-and-swap."""
+    out = []
+    for f in fields:
+        if f.name == key:
+            f = f.with_nullable(False).with_metadata(PRIMARY_KEY)
+        out.append(f)
+    return pa.schema(out)
+
+
+def key_of(schema: pa.Schema) -> str | None:
+    """The primary-key column a schema declares (either metadata form Lance writes)."""
+    for f in schema:
+        meta = f.metadata or {}
+        if any(k.startswith(b"lance-schema:unenforced-primary-key") for k in meta):
+            return f.name
+    return None
 
 
 def items_schema(label_fields: list[pa.Field]) -> pa.Schema:
     """Items: one row per id with per-modality content hashes; labels are ``label_<name>``."""
     core = [
-        pa.field("id", pa.string(), nullable=False),
+        pa.field("id", pa.string(), nullable=False),  # Unicode NFC, stripped
         pa.field("source", pa.string()),
         pa.field("text", pa.string()),
         pa.field("text_sha256", pa.string()),
@@ -39,10 +67,10 @@ def items_schema(label_fields: list[pa.Field]) -> pa.Schema:
         pa.field("row_sha256", pa.string()),  # all of the row's content: unchanged rows are not rewritten
         pa.field("ingested_at", _TS),
     ]
-    return pa.schema(core + [f.with_name(LABEL_PREFIX + f.name) for f in label_fields])
+    return keyed(core + [f.with_name(LABEL_PREFIX + f.name) for f in label_fields])
 
 
-REJECTS_SCHEMA = pa.schema([
+REJECTS_SCHEMA = keyed([
     pa.field("key", pa.string(), nullable=False),  # "<stage>|<id>": one current verdict per stage
     pa.field("id", pa.string(), nullable=False),
     pa.field("source", pa.string()),
@@ -50,12 +78,12 @@ REJECTS_SCHEMA = pa.schema([
     pa.field("reason", pa.string()),
     pa.field("content_sha256", pa.string()),
     pa.field("at", _TS),
-])
+], key="key")
 
 
 def embedding_schema(dim: int) -> pa.Schema:
     """One encoder's vectors for one modality, with the lineage of every row."""
-    return pa.schema([
+    return keyed([
         pa.field("id", pa.string(), nullable=False),
         pa.field("content_sha256", pa.string()),
         pa.field("vector", vector_type(dim)),
@@ -69,7 +97,7 @@ def embedding_schema(dim: int) -> pa.Schema:
 
 def fused_schema(dim: int, modalities: list[str]) -> pa.Schema:
     """Joint vectors; ``has_<modality>`` says which blocks were present (never silent zeros)."""
-    return pa.schema(
+    return keyed(
         [
             pa.field("id", pa.string(), nullable=False),
             pa.field("vector", vector_type(dim)),
@@ -82,7 +110,7 @@ def fused_schema(dim: int, modalities: list[str]) -> pa.Schema:
     )
 
 
-ENCODERS_SCHEMA = pa.schema([
+ENCODERS_SCHEMA = keyed([
     pa.field("id", pa.string(), nullable=False),  # the embedding table name
     pa.field("modality", pa.string()),
     pa.field("spec", pa.string()),
@@ -97,34 +125,50 @@ ENCODERS_SCHEMA = pa.schema([
     pa.field("status_changed_at", _TS),
 ])
 
-FUSIONS_SCHEMA = pa.schema([
+FUSIONS_SCHEMA = keyed([
     pa.field("id", pa.string(), nullable=False),  # fusion name
     pa.field("method", pa.string()),
     pa.field("config_json", pa.string()),
-    pa.field("params_dir", pa.string()),
+    pa.field("params_dir", pa.string()),  # relative to the store: _artifacts/fusions/<name>/<fit id>
     pa.field("fingerprint", pa.string()),
     pa.field("inputs_json", pa.string()),  # [{"modality", "table", "version", "fingerprint"}]
     pa.field("fused_table", pa.string()),
     pa.field("fused_version", pa.int64()),
+    pa.field("labels_version", pa.int64()),  # items version the labels of a learned fit were read at
+    pa.field("labels_sha256", pa.string()),  # of the (id, labels) the fit saw: a relabel refits
+    pa.field("report_json", pa.string()),  # what the fit learned: weights, components, validation, fallback
     pa.field("plait_version", pa.string()),
     pa.field("fitted_at", _TS),
 ])
 
-HEADS_SCHEMA = pa.schema([
+HEADS_SCHEMA = keyed([
     pa.field("id", pa.string(), nullable=False),  # "<name>@v<version>"
     pa.field("name", pa.string()),
     pa.field("version", pa.int32()),
     pa.field("features_table", pa.string()),
     pa.field("features_version", pa.int64()),
+    pa.field("labels_version", pa.int64()),  # items version the labels were read at
+    pa.field("labels_sha256", pa.string()),  # of the (id, labels) trained on: a relabel retrains
+    pa.field("fusion_fingerprint", pa.string()),  # score refuses a head whose fusion was refitted since
     pa.field("config_sha256", pa.string()),
     pa.field("tasks_json", pa.string()),
     pa.field("weighting", pa.string()),
     pa.field("seed", pa.int64()),
     pa.field("metrics_json", pa.string()),
-    pa.field("artifact_dir", pa.string()),
+    pa.field("artifact_dir", pa.string()),  # relative to the store: _artifacts/heads/<name>/v<k>
     pa.field("plait_version", pa.string()),
     pa.field("trained_at", _TS),
 ])
+
+LEASES_SCHEMA = keyed([
+    pa.field("name", pa.string(), nullable=False),  # what is leased: "table:emb__…", "head:mtl", …
+    pa.field("token", pa.string()),  # changes on every take: the compare-and-swap value
+    pa.field("holder", pa.string()),  # "plait embed (pid 123 on host-a)"
+    pa.field("host", pa.string()),
+    pa.field("pid", pa.int64()),
+    pa.field("acquired_at", _TS),
+    pa.field("expires_ms", pa.int64()),  # wall-clock milliseconds; 0 = released
+], key="name")
 
 REGISTRY_SCHEMAS = {ENCODERS: ENCODERS_SCHEMA, FUSIONS: FUSIONS_SCHEMA, HEADS: HEADS_SCHEMA}
 

@@ -1,35 +1,47 @@
-"""Embed: run one frozen encoder over the items of one modality, incrementally.
+"""Embed: run one frozen encoder over the items of one modality, incrementally, exactly once.
 
-Before any model loads, the items' content hashes are anti-joined against the target table
-(same id and content hash → skip; the table belongs to one encoder fingerprint) and against
-known rejects of the same content, so a scheduled run over an unchanged catalogue encodes
-nothing. Rows are encoded in batches and committed every ``commit_rows`` with
-``merge_insert`` on id: a crash loses at most the uncommitted rows, and a re-run neither
-duplicates nor re-encodes what was committed.
+Planning is vectorised in Arrow before any model loads: the items' (id, content hash) are
+anti-joined against the encoder's table (same id and content → skip; the table belongs to
+one encoder fingerprint) and against known rejects of the same content, so a scheduled run
+over an unchanged catalogue encodes nothing and reads two narrow columns. Rows whose item was
+removed, or lost this modality (text removed), are deleted from the table.
+
+The whole run holds the table's lease (:mod:`store.lease`): a second ``plait embed`` started at
+the same moment waits, then finds nothing left to do, so an id is never encoded or written
+twice. Holding the lease is also what lets new rows be *appended* (the cheap write: no key
+lookup) while changed rows are merged on id. Commits come every ``commit_rows`` rows or
+``commit_seconds``, whichever is first: a crash loses at most that much work, and the re-run
+encodes only what is missing.
 """
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flows.batching import DecodeAndPrepare, OomSplitter, decoded_batches, default_workers
 from flows.encoders import Encoder, build_encoder
 from flows.progress import bar
-from store import encoder_tables, rejects, sql
+from store import encoder_tables, registries, rejects
 from store.db import Store, now_array, vector_array
 from store.errors import SchemaMismatch
-from store.schema import ITEMS, embedding_schema, embedding_table_name
+from store.lease import Lease, hold
+from store.schema import ENCODERS, ITEMS, REJECTS, embedding_schema, embedding_table_name
 
 CONTENT = {"text": ("text", "text_sha256"), "image": ("image_uri", "image_sha256")}
+FETCH_ROWS = {"text": 65_536, "image": 262_144}  # rows whose content is read at once
+INLINE_FETCH_ROWS = 2_048  # images stored as bytes in items: a few MB at a time
 
 
 @dataclass(frozen=True, kw_only=True)
 class EmbedOptions:
     batch_size: int = 256  # rows per encoder call (halved on out-of-memory)
-    commit_rows: int = 4096  # rows per merge_insert commit: the most a crash can lose
+    commit_rows: int = 65_536  # rows per commit at most ...
+    commit_seconds: float = 30.0  # ... and a commit at least this often: what a crash can lose
     workers: int | None = None  # image decode processes; None = by catalogue size and cores
 
 
@@ -45,18 +57,26 @@ class EmbedReport:
     known_rejects: int
     version: int
     encoder_calls: int
+    removed: int = 0  # rows whose item was removed or lost this modality
 
     def summary(self) -> str:
         text = (f"{self.table}: {self.encoded} rows encoded, {self.already_stored} already stored"
+                + (f", {self.removed} removed" if self.removed else "")
                 + (f", {self.rejected} rejected" if self.rejected else "")
                 + (f", {self.known_rejects} known rejects skipped" if self.known_rejects else ""))
         if self.status == "candidate":
             text += f" [candidate: fusion still reads the active table; plait encoders promote {self.table}]"
+        elif self.status == "retired":
+            text += " [retired: fusion reads another table; plait encoders list]"
         return text
 
 
 def stage_name(table: str) -> str:
     return f"embed:{table}"
+
+
+def table_for(modality: str, enc: Encoder) -> str:
+    return embedding_table_name(modality, enc.spec, enc.fingerprint().value)
 
 
 def embed(store: Store, modality: str, spec: str, encoder: Encoder | None = None,
@@ -68,92 +88,166 @@ def embed(store: Store, modality: str, spec: str, encoder: Encoder | None = None
     fp = enc.fingerprint()
     table = embedding_table_name(modality, spec, fp.value)
     schema = embedding_schema(enc.dim)
+    with hold(store, f"table:{table}", "embed") as lease:
+        status = _register(store, enc, modality, table, schema, fp)
+        plan = _plan(store, table, modality)
+        removed = _remove(store, table, plan.stale)
+        writer = _Writer(store, table, schema, spec, fp, stage_name(table), plan, options, lease)
+        calls = 0
+        if plan.todo.num_rows:
+            enc.load()
+            with bar(plan.todo.num_rows, f"embed {modality} ({spec})") as progress:
+                if modality == "text":
+                    calls = _embed_texts(store, enc, plan, options, writer, progress)
+                else:
+                    calls = _embed_images(store, enc, plan, options, writer, progress)
+            writer.flush()
+        return EmbedReport(modality=modality, encoder=spec, table=table, status=status, encoded=writer.encoded,
+                           already_stored=plan.already, rejected=writer.rejected, known_rejects=plan.skipped,
+                           version=store.version(table), encoder_calls=calls, removed=removed)
+
+
+def _register(store: Store, enc: Encoder, modality: str, table: str, schema: pa.Schema, fp) -> str:
+    """The table's status; a table seen for the first time is registered only after its
+    encoder has loaded, so an encoder that cannot load never becomes ``active``."""
+    row = registries.get(store, ENCODERS, table) if store.exists(ENCODERS) else None
+    if row is not None:
+        store.ensure(table, schema)
+        return row["status"]
+    enc.load()
     store.ensure(table, schema)
-    status = encoder_tables.register(store, {
+    return encoder_tables.register(store, {
         "id": table, "modality": modality, "spec": enc.spec, "dim": enc.dim, "fingerprint": fp.value,
         "weights_sha256": fp.weights_sha256, "preprocess_sha256": fp.preprocess_sha256,
         "config_json": json.dumps(enc.config())})
 
-    todo, already, skipped_bad, source_of = _plan(store, table, modality)
-    writer = _Writer(store, table, schema, spec, fp, stage_name(table), source_of, options.commit_rows)
-    calls = 0
-    if todo:
-        enc.load()
-        with bar(len(todo), f"embed {modality} ({spec})") as progress:
-            if modality == "text":
-                calls = _embed_texts(enc, todo, options, writer, progress)
-            else:
-                calls = _embed_images(store, enc, todo, options, writer, progress)
-        writer.flush()
-    return EmbedReport(modality=modality, encoder=spec, table=table, status=status, encoded=writer.encoded,
-                       already_stored=already, rejected=writer.rejected, known_rejects=skipped_bad,
-                       version=store.version(table), encoder_calls=calls)
+
+# --- planning --------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    todo: pa.Table  # id, sha, _rowid (in items@items_version), is_change
+    stale: pa.Array  # ids in the table whose item is gone or has no content of this modality
+    already: int
+    skipped: int
+    items_version: int
+    source_of: dict | None = None
 
 
-def _plan(store: Store, table: str, modality: str):
-    """(rows to encode as (id, content, sha), already stored, known rejects skipped, id→source)."""
+def _plan(store: Store, table: str, modality: str) -> Plan:
+    """Arrow anti-joins over (id, content hash): no Python loop over rows."""
     content_col, sha_col = CONTENT[modality]
-    items = store.read(ITEMS, ["id", "source", content_col, sha_col], where=f"{sha_col} IS NOT NULL")
-    ids = items.column("id").to_pylist()
-    stored_t = store.read(table, ["id", "content_sha256"])
-    stored = dict(zip(stored_t.column("id").to_pylist(), stored_t.column("content_sha256").to_pylist()))
-    known_bad = rejects.known(store, stage_name(table))
-    todo, already, skipped = [], 0, 0
-    for i, content, sha in zip(ids, items.column(content_col).to_pylist(), items.column(sha_col).to_pylist()):
-        if stored.get(i) == sha:
-            already += 1
-        elif known_bad.get(i, "") == sha:
-            skipped += 1
-        else:
-            todo.append((i, content, sha))
-    if modality == "text":  # similar lengths batch together: less padding, as encode() does
-        todo.sort(key=lambda r: len(r[1]))
-    return todo, already, skipped, dict(zip(ids, items.column("source").to_pylist()))
+    items_tbl = store.open(ITEMS)
+    ds = items_tbl.to_lance()
+    items = ds.to_table(columns=["id", sha_col], filter=f"{sha_col} IS NOT NULL", with_row_id=True)
+    items = items.rename_columns(["id", "sha", "_rowid"])
+    stored = store.open(table).to_lance().to_table(columns=["id", "content_sha256"]).rename_columns(["id", "sha"])
+    todo = items.join(stored, keys=["id", "sha"], join_type="left anti")
+    already = items.num_rows - todo.num_rows
+    skipped = 0
+    if store.exists(REJECTS) and todo.num_rows:
+        known = store.open(REJECTS).to_lance().to_table(
+            columns=["id", "content_sha256"], filter=f"stage = '{stage_name(table)}'").rename_columns(["id", "sha"])
+        if known.num_rows:
+            before = todo.num_rows
+            todo = todo.join(known, keys=["id", "sha"], join_type="left anti")
+            skipped = before - todo.num_rows
+    if todo.num_rows:
+        changed = todo.join(stored.select(["id"]), keys="id", join_type="left semi").select(["id"])
+        flag = pa.array(np.isin(todo.column("id").to_numpy(zero_copy_only=False),
+                                changed.column("id").to_numpy(zero_copy_only=False)))
+        todo = todo.append_column("is_change", flag)
+        todo = todo.sort_by("_rowid")  # read items' content in storage order
+    else:
+        todo = todo.append_column("is_change", pa.array([], pa.bool_()))
+    stale = stored.select(["id"]).join(items.select(["id"]), keys="id", join_type="left anti").column("id")
+    return Plan(todo=todo, stale=stale.combine_chunks() if stale.num_chunks else pa.array([], pa.string()),
+                already=already, skipped=skipped, items_version=items_tbl.version)
 
 
+def _remove(store: Store, table: str, stale: pa.Array) -> int:
+    if len(stale) == 0:
+        return 0
+    store.delete_ids(table, stale.to_pylist())
+    return len(stale)
+
+
+def _fetch(store: Store, plan: Plan, rows: pa.Table, columns: list[str]) -> pa.Table:
+    """Item columns for ``rows`` of the plan, read by row id at the version planned on."""
+    tbl = store.open(ITEMS, plan.items_version)
+    got = tbl.take_row_ids(rows.column("_rowid").to_pylist()).select(["id"] + columns).to_arrow()
+    if got.column("id").to_pylist() != rows.column("id").to_pylist():  # take_row_ids keeps order; be sure
+        order = {i: k for k, i in enumerate(got.column("id").to_pylist())}
+        got = got.take(pa.array([order[i] for i in rows.column("id").to_pylist()]))
+    return got
+
+
+# --- writing ---------------------------------------------------------------------------------
 class _Writer:
-    """Buffers encoded rows and rejects; commits every ``commit_rows`` rows."""
+    """Buffers encoded rows and rejects; commits every ``commit_rows`` rows or
+    ``commit_seconds``. New ids are appended, changed ones merged on id (see module doc)."""
 
-    def __init__(self, store, table, schema, spec, fp, stage, source_of, commit_rows):
+    def __init__(self, store, table, schema, spec, fp, stage, plan: Plan, options: EmbedOptions, lease: Lease):
         self.store, self.table, self.schema, self.spec, self.fp = store, table, schema, spec, fp
-        self.stage, self.source_of, self.commit_rows = stage, source_of, commit_rows
+        self.stage, self.plan, self.options, self.lease = stage, plan, options, lease
         self.known_bad = set(rejects.known(store, stage))
-        self.ids: list[str] = []
-        self.shas: list[str] = []
+        self.ids: list[pa.Array] = []
+        self.shas: list[pa.Array] = []
+        self.changes: list[np.ndarray] = []
         self.vectors: list[np.ndarray] = []
         self.bad: list[rejects.Reject] = []
+        self.buffered = 0
         self.encoded = self.rejected = 0
+        self.last_commit = time.monotonic()
+        self._source_of: dict | None = None
 
-    def add(self, ids: list[str], shas: list[str], vectors: np.ndarray) -> None:
-        self.ids += ids
-        self.shas += shas
+    def add(self, rows: pa.Table, vectors: np.ndarray) -> None:
+        self.ids.append(rows.column("id"))
+        self.shas.append(rows.column("sha"))
+        self.changes.append(rows.column("is_change").to_numpy(zero_copy_only=False))
         self.vectors.append(vectors)
-        if len(self.ids) >= self.commit_rows:
+        self.buffered += rows.num_rows
+        if (self.buffered >= self.options.commit_rows
+                or time.monotonic() - self.last_commit >= self.options.commit_seconds):
             self.flush()
 
     def reject(self, item_id: str, sha: str, error: Exception) -> None:
         fix = getattr(error, "fix", None)
         self.bad.append(rejects.Reject(id=item_id, stage=self.stage, content_sha256=sha,
-                                       source=self.source_of.get(item_id),
+                                       source=self._source(item_id),
                                        reason=f"{error}" + (f"; fix: {fix}" if fix else "")))
 
+    def _source(self, item_id: str):
+        if self._source_of is None:
+            t = self.store.read(ITEMS, ["id", "source"], version=self.plan.items_version)
+            self._source_of = dict(zip(t.column("id").to_pylist(), t.column("source").to_pylist()))
+        return self._source_of.get(item_id)
+
     def flush(self) -> None:
-        if self.ids:
-            n = len(self.ids)
+        self.lease.check()  # a run that lost its lease commits nothing more
+        if self.buffered:
+            n = self.buffered
+            ids = pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in self.ids])
+            shas = pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in self.shas])
+            change = np.concatenate(self.changes)
             data = pa.table({
-                "id": self.ids, "content_sha256": self.shas, "vector": vector_array(np.concatenate(self.vectors)),
-                "encoder": [self.spec] * n, "fingerprint": [self.fp.value] * n,
-                "weights_sha256": [self.fp.weights_sha256] * n, "preprocess_sha256": [self.fp.preprocess_sha256] * n,
-                "embedded_at": now_array(n),
+                "id": ids, "content_sha256": shas, "vector": vector_array(np.concatenate(self.vectors)),
+                "encoder": pa.array([self.spec] * n), "fingerprint": pa.array([self.fp.value] * n),
+                "weights_sha256": pa.array([self.fp.weights_sha256] * n),
+                "preprocess_sha256": pa.array([self.fp.preprocess_sha256] * n), "embedded_at": now_array(n),
             })
-            self.store.upsert(self.table, data, self.schema)
-            rejects.clear(self.store, self.stage, [i for i in self.ids if i in self.known_bad])
+            if (~change).any():
+                self.store.append(self.table, data.filter(pa.array(~change)), self.schema)
+            if change.any():
+                self.store.upsert(self.table, data.filter(pa.array(change)), self.schema)
+            if self.known_bad:
+                rejects.clear(self.store, self.stage, [i for i in ids.to_pylist() if i in self.known_bad])
             self.encoded += n
-            self.ids, self.shas, self.vectors = [], [], []
+            self.ids, self.shas, self.changes, self.vectors, self.buffered = [], [], [], [], 0
         if self.bad:
             rejects.record(self.store, self.bad)
             self.rejected += len(self.bad)
             self.bad = []
+        self.last_commit = time.monotonic()
 
 
 def _checked(enc: Encoder, vectors: np.ndarray, n: int) -> np.ndarray:
@@ -164,40 +258,63 @@ def _checked(enc: Encoder, vectors: np.ndarray, n: int) -> np.ndarray:
     return vectors
 
 
-def _embed_texts(enc: Encoder, todo, options: EmbedOptions, writer: _Writer, progress) -> int:
+def _embed_texts(store: Store, enc: Encoder, plan: Plan, options: EmbedOptions, writer: _Writer, progress) -> int:
     encode = OomSplitter(enc.encode_text, options.batch_size)
     calls = 0
-    for start in range(0, len(todo), options.batch_size):
-        rows = todo[start:start + options.batch_size]
-        vectors = _checked(enc, encode([r[1] for r in rows]), len(rows))
-        calls += 1
-        writer.add([r[0] for r in rows], [r[2] for r in rows], vectors)
-        progress.update(len(rows))
+    todo = plan.todo
+    for start in range(0, todo.num_rows, FETCH_ROWS["text"]):
+        rows = todo.slice(start, FETCH_ROWS["text"])
+        texts = _fetch(store, plan, rows, ["text"]).column("text")
+        order = np.argsort(np.asarray(pc.utf8_length(texts).to_numpy(zero_copy_only=False)), kind="stable")
+        rows, texts = rows.take(pa.array(order)), texts.take(pa.array(order)).to_pylist()  # less padding
+        for b in range(0, rows.num_rows, options.batch_size):
+            chunk = texts[b:b + options.batch_size]
+            vectors = _checked(enc, encode(chunk), len(chunk))
+            calls += 1
+            writer.add(rows.slice(b, len(chunk)), vectors)
+            progress.update(len(chunk))
     return calls
 
 
-def _embed_images(store: Store, enc: Encoder, todo, options: EmbedOptions, writer: _Writer, progress) -> int:
-    sources = _image_sources(store, todo)
-    workers = default_workers(len(todo)) if options.workers is None else options.workers
+def _embed_images(store: Store, enc: Encoder, plan: Plan, options: EmbedOptions, writer: _Writer, progress) -> int:
+    calls = 0
+    todo = plan.todo
+    fetched = _fetch_image_sources(store, plan, todo)
+    workers = default_workers(todo.num_rows) if options.workers is None else options.workers
     prepare = DecodeAndPrepare(enc.image_preprocessor(), enc.image_size)
     encode = OomSplitter(enc.encode_images, options.batch_size)
-    calls = 0
-    for batch in decoded_batches(sources, prepare, options.batch_size, workers):
-        for k, err in batch.errors:  # k indexes todo
-            writer.reject(todo[k][0], todo[k][2], err)
-        if batch.positions:
-            vectors = _checked(enc, encode(batch.inputs), len(batch.positions))
-            calls += 1
-            writer.add([todo[k][0] for k in batch.positions], [todo[k][2] for k in batch.positions], vectors)
-        progress.update(len(batch.positions) + len(batch.errors))
+    for rows, sources in fetched:
+        shas = rows.column("sha").to_pylist()
+        ids = rows.column("id").to_pylist()
+        for batch in decoded_batches(sources, prepare, options.batch_size, workers):
+            for k, err in batch.errors:
+                writer.reject(ids[k], shas[k], err)
+            if batch.positions:
+                vectors = _checked(enc, encode(batch.inputs), len(batch.positions))
+                calls += 1
+                writer.add(rows.take(pa.array(batch.positions)), vectors)
+            progress.update(len(batch.positions) + len(batch.errors))
     return calls
 
 
-def _image_sources(store: Store, todo) -> list:
-    """Paths as they are; images stored as bytes in ``items`` are fetched for just these ids."""
-    missing = [r[0] for r in todo if r[1] is None]
-    inline: dict[str, bytes] = {}
-    for chunk in sql.chunks(missing):
-        t = store.read(ITEMS, ["id", "image_bytes"], where=sql.in_list("id", chunk))
-        inline.update(zip(t.column("id").to_pylist(), t.column("image_bytes").to_pylist()))
-    return [r[1] if r[1] is not None else inline[r[0]] for r in todo]
+def _fetch_image_sources(store: Store, plan: Plan, todo: pa.Table):
+    """(rows, sources) chunks: a path per row, or the image bytes stored in items."""
+    start = 0
+    while start < todo.num_rows:
+        rows = todo.slice(start, FETCH_ROWS["image"])
+        got = _fetch(store, plan, rows, ["image_uri"])
+        uris = got.column("image_uri").to_pylist()
+        if all(u is not None for u in uris):
+            yield rows, uris
+            start += rows.num_rows
+            continue
+        first_inline = next(k for k, u in enumerate(uris) if u is None)
+        if first_inline:
+            yield rows.slice(0, first_inline), uris[:first_inline]
+            start += first_inline
+            continue
+        rows = todo.slice(start, INLINE_FETCH_ROWS)
+        data = _fetch(store, plan, rows, ["image_uri", "image_bytes"])
+        yield rows, [u if u is not None else b for u, b in zip(data.column("image_uri").to_pylist(),
+                                                                data.column("image_bytes").to_pylist())]
+        start += rows.num_rows

@@ -11,6 +11,14 @@ fingerprint and of each input block's encoder fingerprint and content hash: only
 value changed are rewritten; brand-new rows are appended, changed ones merged on id. (64
 bits, kept as a number: at a million rows the index must stay small for memory to stay flat,
 and a change detector needs no cryptographic strength.)
+
+Consistency: the run holds the fusion's lease; a refit (or a new width) rewrites the whole
+table in ONE commit (:meth:`Store.rewrite`), so readers never see old and new vectors mixed.
+A learned method is fitted only on rows of the heads' training split (a hash of id), so the
+heads' test metrics are never measured on rows the fusion saw with labels; it is refitted when
+the labels of the rows it was fitted on change. Fitted parameters are published under the
+store (``_artifacts/fusions/<name>/<fit id>``), never overwritten in place. An input table
+that holds a repeated id (a store from before the writer model) is repaired, not refused.
 """
 from __future__ import annotations
 
@@ -27,7 +35,11 @@ from flows.config import FusionConfig
 from fusion import FUSIONS, Fusion, load_fusion
 from flows.progress import bar
 from store import encoder_tables, registries
+from store.artifacts import new_id
 from store.db import Store, now_array, vector_array, vectors_into, vectors_of
+from store.keys import hash64
+from store.lease import hold
+from store.lineage import labels_sha256
 from store.schema import FUSIONS as FUSIONS_TABLE, ITEMS, LABEL_PREFIX, fused_schema, fused_table_name
 
 LEARNED = {"weighted", "projection"}  # methods that may take labels in fit
@@ -44,14 +56,15 @@ class FuseReport:
     version: int
     fingerprint: str
     refitted: bool
+    report: dict | None = None  # what a learned fit chose (weights, components, validation, fallback)
+    refit_reason: str | None = None
 
     def summary(self) -> str:
-        return f"{self.table} ({self.method}): {self.fused} rows fused, {self.unchanged} unchanged" + (
-            f", {self.removed} removed" if self.removed else "") + (", method refitted" if self.refitted else "")
-
-
-def params_dir(artifacts: Path, name: str) -> Path:
-    return artifacts / "fusions" / name
+        text = f"{self.table} ({self.method}): {self.fused} rows fused, {self.unchanged} unchanged" + (
+            f", {self.removed} removed" if self.removed else "")
+        if self.refitted:
+            text += f", method refitted ({self.refit_reason})" if self.refit_reason else ", method refitted"
+        return text
 
 
 SCAN_ROWS = 100_000
@@ -60,10 +73,7 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd constant (golden ratio): mixes per-i
 
 def _hash64(strings, prefix: str = "") -> np.ndarray:
     """Vectorised 64-bit hash of strings (pandas' siphash), as uint64."""
-    import pandas as pd
-
-    values = np.asarray(strings if not prefix else [prefix + x for x in strings], dtype=object)
-    return pd.util.hash_array(values, categorize=False)
+    return hash64(strings if not prefix else [prefix + x for x in strings])
 
 
 @dataclass
@@ -103,10 +113,7 @@ def _input_index(store: Store, modalities: list[str]) -> tuple[InputIndex, list[
         cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.uint64))
         per[m] = (cat(ids), cat(rows).astype(np.uint64), cat(hashes))
         if len(np.unique(per[m][0])) != len(per[m][0]):
-            from store.errors import SchemaMismatch
-
-            raise SchemaMismatch(f"table {reg['id']} has repeated ids (or a 64-bit id-hash collision)",
-                                 fix="re-embed into a fresh table: ids must be unique")
+            return None, inputs, tables  # repeated ids: the caller repairs the table and looks again
     id_hash = np.unique(np.concatenate([v[0] for v in per.values()]))
     rowids, hashes = {}, {}
     for m, (ih, r, h) in per.items():
@@ -177,18 +184,6 @@ def _gather(tables: dict, index: InputIndex, positions: np.ndarray, modalities: 
     return pa.array(ids.tolist(), pa.string()), blocks, masks
 
 
-def _labels(store: Store, ids: pa.Array, tasks: tuple[str, ...]) -> dict | None:
-    if not tasks:
-        return None
-    items = store.read(ITEMS, ["id"] + [LABEL_PREFIX + t for t in tasks])
-    where = pc.index_in(ids, value_set=items.column("id")).to_numpy(zero_copy_only=False)
-    out = {}
-    for t in tasks:
-        col = items.column(LABEL_PREFIX + t).to_pylist()
-        out[t] = [None if k is None or k != k else col[int(k)] for k in where]
-    return out
-
-
 def _stored_index(store: Store, table: str) -> tuple[np.ndarray, np.ndarray, pa.Table]:
     """(id hashes, inputs hashes) of the rows already in the fused table, scanned in batches,
     and the (id, id hash) of all of them for deletions (small: only ids, read once)."""
@@ -202,19 +197,44 @@ def _stored_index(store: Store, table: str) -> tuple[np.ndarray, np.ndarray, pa.
     return np.concatenate(hashes), np.concatenate(values), ids
 
 
-def fuse(store: Store, cfg: FusionConfig, artifacts: Path, refit: bool = False) -> FuseReport:
-    modalities = list(cfg.inputs)
+def fuse(store: Store, cfg: FusionConfig, refit: bool = False) -> FuseReport:
+    with hold(store, f"fusion:{cfg.name}", "fuse"):
+        return _fuse(store, cfg, refit)
+
+
+def _repaired_index(store: Store, modalities: list[str]):
     index, inputs, tables = _input_index(store, modalities)
+    if index is None:
+        for i in inputs:
+            with hold(store, f"table:{i['table']}", "repair"):
+                dropped = store.dedupe(i["table"])
+            if dropped:
+                import sys
+
+                print(f"plait: repaired {i['table']}: {dropped} repeated rows removed (one row per id kept)",
+                      file=sys.stderr)
+        index, inputs, tables = _input_index(store, modalities)
+    return index, inputs, tables
+
+
+def _fuse(store: Store, cfg: FusionConfig, refit: bool) -> FuseReport:
+    modalities = list(cfg.inputs)
+    index, inputs, tables = _repaired_index(store, modalities)
     dims = {i["modality"]: tables[i["modality"]].schema.field("vector").type.list_size for i in inputs}
     method = _method(cfg, inputs)
-    folder = params_dir(artifacts, cfg.name)
-    est, refitted = _fitted(store, cfg, method, folder, index, tables, dims, inputs, refit)
+    fit = _fitted(store, cfg, method, index, tables, dims, inputs, refit)
+    est = fit.estimator
     fp = est.fingerprint()
     table = fused_table_name(cfg.name)
     schema = fused_schema(est.dim_, modalities)
-    store.ensure(table, schema, derived=True)  # a new width starts a fresh version
+    if store.exists(table) and store.duplicate_keys(table):
+        store.dedupe(table)
+    whole = fit.refitted or not store.exists(table) or _width(store, table) != est.dim_
+    if not store.exists(table):
+        store.ensure(table, schema)
     row_hash = _row_hashes(index, modalities, fp)
-    stored_ids, stored_values, stored_id_batches = _stored_index(store, table)
+    stored_ids, stored_values, stored_id_batches = (_stored_index(store, table) if not whole
+                                                    else (np.zeros(0, np.uint64), np.zeros(0, np.int64), []))
     order = np.argsort(stored_ids)
     where = np.searchsorted(stored_ids[order], index.id_hash)
     where = np.minimum(where, max(len(order) - 1, 0))
@@ -231,35 +251,61 @@ def fuse(store: Store, cfg: FusionConfig, artifacts: Path, refit: bool = False) 
     def gather(k):
         return _gather(tables, index, batches[k], modalities, dims, buffers[k % 2])
 
-    with bar(len(todo), f"fuse {cfg.name} ({method})") as progress, ThreadPoolExecutor(max_workers=1) as prefetch:
+    def produce(progress, prefetch):
+        """Fused batches in order; the next batch is gathered on a thread meanwhile."""
         pending = prefetch.submit(gather, 0) if batches else None
         for k, pos in enumerate(batches):
             ids, blocks, masks = pending.result()
             if k + 1 < len(batches):  # LanceDB reads in Rust without the GIL: overlap them with our work
                 pending = prefetch.submit(gather, k + 1)
             vectors = est.transform(blocks, masks)
-            data = pa.table({"id": ids, "vector": vector_array(vectors),
-                             **{f"has_{m}": pa.array(masks[m]) for m in modalities},
-                             "inputs_hash": pa.array(row_hash[pos]), "fused_at": now_array(len(pos))})
-            if is_new[pos].all():
-                store.append(table, data, schema)
-            else:
-                store.upsert(table, data, schema)
+            yield pos, pa.table({"id": ids, "vector": vector_array(vectors),
+                                 **{f"has_{m}": pa.array(masks[m]) for m in modalities},
+                                 "inputs_hash": pa.array(row_hash[pos]), "fused_at": now_array(len(pos))})
             progress.update(len(pos))
-    gone = [i for batch in stored_id_batches
-            for i, h in zip(batch.to_pylist(), _hash64(batch.to_pylist()))
-            if not _contains(index.id_hash, h)] if len(stored_ids) else []
+
+    with bar(len(todo), f"fuse {cfg.name} ({method})") as progress, ThreadPoolExecutor(max_workers=1) as prefetch:
+        if whole:  # a refit or a new width: every row changes, and readers see the switch at once
+            store.rewrite(table, (data for _, data in produce(progress, prefetch)), schema)
+        else:
+            for pos, data in produce(progress, prefetch):
+                if is_new[pos].all():
+                    store.append(table, data, schema)
+                else:
+                    store.upsert(table, data, schema)
+    gone = _gone(stored_id_batches, index.id_hash)
     if gone:
         store.delete_ids(table, gone)
     version = store.version(table)
-    row = {"id": cfg.name, "method": method, "config_json": json.dumps({**cfg.method_params(), "tasks": list(cfg.tasks)}),
-           "params_dir": str(folder), "fingerprint": fp, "inputs_json": json.dumps(inputs),
-           "fused_table": table, "fused_version": version}
+    for i in inputs:  # the versions this fusion read stay readable whatever plait optimize removes
+        store.pin(i["table"], i["version"], f"fusion-{cfg.name}")
+    row = {"id": cfg.name, "method": method,
+           "config_json": json.dumps({**cfg.method_params(), "tasks": list(cfg.tasks)}),
+           "params_dir": fit.params_dir, "fingerprint": fp, "inputs_json": json.dumps(inputs),
+           "fused_table": table, "fused_version": version, "labels_version": fit.labels_version,
+           "labels_sha256": fit.labels_sha, "report_json": json.dumps(fit.report) if fit.report else None}
     known = registries.get(store, FUSIONS_TABLE, cfg.name)
-    if known is None or any(known[k] != v for k, v in row.items()):  # an unchanged run writes no new version
+    if known is None or any(known.get(k) != v for k, v in row.items()):  # an unchanged run writes no new version
         registries.put(store, FUSIONS_TABLE, row)
     return FuseReport(name=cfg.name, method=method, table=table, fused=len(todo), unchanged=len(index) - len(todo),
-                      removed=len(gone), version=version, fingerprint=fp, refitted=refitted)
+                      removed=len(gone), version=version, fingerprint=fp, refitted=fit.refitted, report=fit.report,
+                      refit_reason=fit.reason)
+
+
+def _gone(stored_id_batches, id_hash: np.ndarray) -> list[str]:
+    """Ids in the fused table that no input holds any more (vectorised per batch)."""
+    out: list[str] = []
+    for batch in stored_id_batches:
+        h = hash64(batch)
+        pos = np.minimum(np.searchsorted(id_hash, h), max(len(id_hash) - 1, 0))
+        missing = (id_hash[pos] != h) if len(id_hash) else np.ones(len(h), bool)
+        if missing.any():
+            out += batch.filter(pa.array(missing)).to_pylist()
+    return out
+
+
+def _width(store: Store, table: str) -> int:
+    return store.open(table).schema.field("vector").type.list_size
 
 
 def _contains(sorted_hashes: np.ndarray, h) -> bool:
@@ -277,23 +323,99 @@ def _method(cfg: FusionConfig, inputs: list[dict]) -> str:
     return cfg.method
 
 
-def _fitted(store, cfg: FusionConfig, method: str, folder: Path, index, tables, dims, inputs, refit: bool):
-    """(estimator, refitted?): reuse the saved fit unless the method, params or inputs changed."""
-    fitted_on = folder / "inputs.json"
+@dataclass
+class _Fit:
+    estimator: Fusion
+    refitted: bool
+    params_dir: str  # relative to the store's artifacts
+    labels_version: int | None
+    labels_sha: str | None
+    report: dict | None
+    reason: str | None
+
+
+def _fitted(store: Store, cfg: FusionConfig, method: str, index, tables, dims, inputs, refit: bool) -> _Fit:
+    """Reuse the published fit unless the method, params, inputs or (for learned methods) the
+    labels of the rows it was fitted on changed; else fit on the training split and publish."""
     signature = {"method": method, "params": cfg.method_params(), "tasks": list(cfg.tasks),
                  "inputs": [i["fingerprint"] for i in inputs]}
-    if not refit and (folder / "config.json").is_file() and fitted_on.is_file():
-        if json.loads(fitted_on.read_text()) == signature:
-            return load_fusion(folder), False
+    known = registries.get(store, FUSIONS_TABLE, cfg.name) if store.exists(FUSIONS_TABLE) else None
+    reason = "--refit" if refit else None
+    if known is not None and not refit and known.get("params_dir"):
+        try:
+            folder = store.artifacts.local(known["params_dir"])
+            fitted_on = json.loads((folder / "inputs.json").read_text())
+        except (OSError, ValueError, LookupError):
+            fitted_on, reason = None, "saved parameters missing or unreadable"
+        if fitted_on is not None and fitted_on != signature:
+            reason = "config or input encoder changed"
+        elif fitted_on is not None:
+            labels = _labels_now(store, folder, cfg, method)
+            if labels is not None and labels != known.get("labels_sha256"):
+                reason = "labels of the fitted rows changed"
+            else:
+                return _Fit(load_fusion(folder), False, known["params_dir"], known.get("labels_version"),
+                            known.get("labels_sha256"), json.loads(known["report_json"]) if known.get("report_json")
+                            else None, None)
     params = cfg.method_params() if method == cfg.method else {}
     est: Fusion = FUSIONS.get(method)(**params)
-    rng = np.random.default_rng(0)
+    learned = method in LEARNED and bool(cfg.tasks)
     n = len(index)
     size = min(n, cfg.fit_rows) if est.needs_fit_rows() else 0
-    sample = np.sort(rng.choice(n, size=size, replace=False))
+    if learned:  # draw more, keep the training split: heads test on rows the fit never saw
+        size = min(n, int(size / 0.8) + 1)
+    sample = np.sort(np.random.default_rng(0).choice(n, size=size, replace=False))
     ids, blocks, masks = _gather(tables, index, sample, list(cfg.inputs), dims)
-    y = _labels(store, ids, cfg.tasks) if method in LEARNED else None
+    labels_version = labels_sha = None
+    y = None
+    if learned:
+        from heads.split import split_masks
+
+        train = split_masks(ids.to_pylist())["train"]
+        keep = np.flatnonzero(train)
+        ids = ids.take(pa.array(keep))
+        blocks = {m: b[keep] for m, b in blocks.items()}
+        masks = {m: k[keep] for m, k in masks.items()}
+        labels_version = store.version(ITEMS)
+        label_table = _label_table(store, ids, cfg.tasks, labels_version)
+        labels_sha = labels_sha256(label_table)
+        y = {t: label_table.column(LABEL_PREFIX + t).to_pylist() for t in cfg.tasks}
     est.fit(blocks, masks, y)
-    est.save(folder)
-    fitted_on.write_text(json.dumps(signature))
-    return est, True
+    report = getattr(est, "fit_report_", None)
+
+    def fill(folder: Path) -> None:
+        est.save(folder)
+        (folder / "inputs.json").write_text(json.dumps(signature))
+        if learned:
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.table({"id": ids}), folder / "fit_ids.parquet")
+
+    rel = store.artifacts.publish(f"fusions/{cfg.name}/{new_id()}", fill)
+    if reason is None:
+        reason = "first fit"
+    return _Fit(est, True, rel, labels_version, labels_sha, report, reason)
+
+
+def _label_table(store: Store, ids: pa.Array, tasks, version: int | None) -> pa.Table:
+    """(id, label_<task>...) for ``ids``, in their order, from items at ``version``."""
+    items = store.open(ITEMS, version).to_lance().to_table(columns=["id"] + [LABEL_PREFIX + t for t in tasks])
+    where = pc.index_in(ids, value_set=items.column("id"))
+    picked = items.take(pc.fill_null(where, 0))
+    valid = pc.is_valid(where)
+    cols = {"id": ids}
+    for t in tasks:
+        col = picked.column(LABEL_PREFIX + t)
+        cols[LABEL_PREFIX + t] = pc.if_else(valid, col, pa.scalar(None, col.type))
+    return pa.table(cols)
+
+
+def _labels_now(store: Store, folder: Path, cfg: FusionConfig, method: str) -> str | None:
+    """The labels digest of the rows a learned fit used, as items hold them now."""
+    ids_file = folder / "fit_ids.parquet"
+    if method not in LEARNED or not cfg.tasks or not ids_file.is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    ids = pq.read_table(ids_file).column("id").combine_chunks()
+    return labels_sha256(_label_table(store, ids, cfg.tasks, None))

@@ -1,275 +1,428 @@
 """Ingest: a manifest (Parquet, CSV, JSONL, or a folder of images) → the ``items`` table.
 
-Streams the manifest in record batches (memory flat in its length). Text is Unicode-NFC
-with whitespace collapsed, so cosmetic edits do not trigger re-encoding; an image's hash is
-the sha256 of its bytes (a file, or bytes stored in the manifest). A row is written only
-when its content changed, so re-ingesting an unchanged manifest writes nothing.
+Vectorised over Arrow batches (per-row Python only for image files and list labels). Ids and
+text are Unicode NFC; text has whitespace collapsed, so cosmetic edits do not trigger
+re-encoding; an image's hash is the sha256 of its bytes. A row is written only when its
+content changed, so re-ingesting an unchanged manifest writes nothing.
 
 Bad input never stops the batch and is never dropped silently: each problem becomes a
-``rejects`` row (stage ``ingest``) whose reason names the fix. A row that keeps usable
-content (say, good text beside a missing image file) still lands without the bad part,
-and its reject says so; a row with nothing usable does not land.
+``rejects`` row (stage ``ingest``) whose reason names the row and the fix. A row that keeps
+usable content (good text beside a missing image) lands without the bad part and its reject
+says so. A manifest that cannot be read as a whole lands nothing (:mod:`flows.manifests`).
+
+Writes happen at the end of the run, while the ``items`` lease is held: new rows (the usual
+case) are appended, changed ones merged on id, and with ``prune`` the source's items missing
+from the manifest are deleted, with their rows in embedding, fused and prediction tables.
 """
 from __future__ import annotations
 
-import re
-import unicodedata
+import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flows.config import SourceConfig
 from flows.images import image_ref
-from store import rejects
+from flows.manifests import ManifestError, iter_manifest
+from store import rejects, sql
 from store.db import Store, now_array
-from store.errors import ConfigError
-from store.lineage import sha256_json, sha256_text
+from store.errors import SchemaMismatch
+from store.keys import KeyIndex, SeenKeys, hash64
+from store.lease import hold
+from store.lineage import sha256_text
 from store.schema import ITEMS, LABEL_PREFIX, items_schema
 
 STAGE = "ingest"
-BATCH_ROWS = 4096
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".svg", ".gif", ".bmp", ".tif", ".tiff")
-_WS = re.compile(r"\s+")
 _LABEL_ARROW = {"class": pa.string(), "float": pa.float64(), "list": pa.list_(pa.string())}
+# Python's str.split()/\s whitespace, in RE2 syntax (pyarrow's regex engine): separators
+# (\p{Z}: no-break and ideographic spaces...) and the C0/C1 whitespace controls.
+_WS = r"[\p{Z}\t\n\x0b\x0c\r\x1c-\x1f\x85]+"
+_SEP = "\x1f"  # joins a row's fields before hashing; cannot occur in normalised text
 
 
 @dataclass(frozen=True)
 class IngestReport:
     source: str
-    rows: int  # rows read from the manifest
-    written: int  # new or changed items upserted
+    rows: int  # rows read from the manifest (parsed or not)
+    written: int  # new or changed items written
     unchanged: int
     rejected: int  # rows that did not land
     partial: int  # rows that landed without a bad part (see rejects)
     items_version: int
+    pruned: int = 0  # items of this source no longer in its manifest, removed
 
 
 def normalize_text(value) -> str | None:
     if value is None:
         return None
-    text = _WS.sub(" ", unicodedata.normalize("NFC", str(value))).strip()
-    return text or None
+    out = normalize_texts(pa.array([str(value)], pa.string()))[0].as_py()
+    return out
 
 
-# --- reading manifests as column batches ---------------------------------------------------
-# Batches are ``{column: [python values]}``: JSONL and CSV columns may mix types (a price of
-# "cheap" beside 3.5), which Arrow's type inference would turn into a failed read instead of
-# one rejected row.
-Columns = dict[str, list]
+def normalize_texts(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """NFC, whitespace runs to one space, trimmed; empty → null."""
+    col = pc.utf8_normalize(col, form="NFC")
+    col = pc.utf8_trim_whitespace(pc.replace_substring_regex(col, _WS, " "))
+    return pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
 
 
-def iter_manifest(source: SourceConfig, path: Path) -> Iterator[Columns]:
-    if path.is_dir():
-        yield from _iter_folder(source, path)
-        return
-    if not path.is_file():
-        raise ConfigError(f"manifest {path} does not exist", fix="check the path, or the source's manifest in plait.toml")
-    yield from _iter_table_file(path)
+def _as_strings(col) -> pa.Array:
+    """Any manifest column as strings (ids given as numbers stay readable: 7 → "7")."""
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return col.cast(pa.string())
+    if pa.types.is_floating(col.type):  # 7.0 → "7" (pandas turns integer ids with gaps into floats)
+        values = col.to_pylist()
+        return pa.array([None if v is None or v != v else (str(int(v)) if float(v).is_integer() else repr(v))
+                         for v in values], pa.string())
+    try:
+        return col.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.array([None if v is None else str(v) for v in col.to_pylist()], pa.string())
 
 
-def _iter_table_file(path: Path) -> Iterator[Columns]:
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
-            yield {c: batch.column(c).to_pylist() for c in batch.schema.names}
-    elif suffix == ".csv":
-        import csv as pycsv
-
-        from pyarrow import csv
-
-        with open(path, newline="", encoding="utf-8") as f:
-            names = next(pycsv.reader(f), [])
-        as_text = csv.ConvertOptions(strings_can_be_null=True, column_types={n: pa.string() for n in names})
-        for batch in csv.open_csv(path, convert_options=as_text):
-            yield {c: batch.column(c).to_pylist() for c in batch.schema.names}
-    elif suffix in (".jsonl", ".ndjson"):
-        yield from _iter_jsonl(path)
-    else:
-        raise ConfigError(f"manifest {path} has unsupported type {suffix!r}",
-                          fix="use .parquet, .csv, .jsonl, or a folder of images")
+# --- labels ----------------------------------------------------------------------------------
+def _labels(col, kind: str, name: str, problems: list[list[str]]) -> pa.Array:
+    """One label column typed as declared; bad values become null plus a problem on their row."""
+    n = len(col)
+    if pa.types.is_null(col.type):
+        return pa.nulls(n, _LABEL_ARROW[kind])
+    if kind == "class":
+        if pa.types.is_list(col.type) or pa.types.is_struct(col.type) or pa.types.is_map(col.type):
+            for k, v in enumerate(col.to_pylist()):
+                if v is not None:
+                    problems[k].append(f"bad label: {name}={v!r} is not a single class; fix: declare it as "
+                                       f"{name}:list or fix the value")
+            return pa.nulls(n, pa.string())
+        out = _as_strings(col)
+        return pc.if_else(pc.equal(pc.utf8_trim_whitespace(out), ""), pa.scalar(None, pa.string()), out)
+    if kind == "float":
+        return _float_labels(col, name, problems)
+    return _list_labels(col, name, problems)
 
 
-def _iter_jsonl(path: Path) -> Iterator[Columns]:
-    import json
-
-    rows: list[dict] = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
+def _float_labels(col, name: str, problems: list[list[str]]) -> pa.Array:
+    try:
+        values = col.cast(pa.float64())
+        parsed = values.to_numpy(zero_copy_only=False)
+        raw = None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raw = col.to_pylist()
+        parsed = np.full(len(raw), np.nan)
+        for k, v in enumerate(raw):
+            if v is None or (isinstance(v, str) and not v.strip()):
                 continue
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path} line {line_no} is not JSON: {e}", fix="fix or remove that line") from e
-            if len(rows) == BATCH_ROWS:
-                yield _columns(rows)
-                rows = []
-    if rows:
-        yield _columns(rows)
+                parsed[k] = float(v)
+            except (TypeError, ValueError):
+                problems[k].append(f"bad label: {name}={v!r} is not a number; fix: correct the value or "
+                                   f"declare {name} as a class")
+    present = ~np.isnan(parsed) if raw is None else np.array(
+        [v is not None and not (isinstance(v, str) and not v.strip()) for v in raw])
+    bad = present & ~np.isfinite(parsed) & ~np.isnan(parsed)
+    for k in np.flatnonzero(bad):
+        problems[k].append(f"bad label: {name}={parsed[k]!r} is not finite; fix: give a finite number or leave it empty")
+    keep = np.isfinite(parsed)
+    return pa.array(np.where(keep, parsed, 0.0), pa.float64(), mask=~keep)
 
 
-def _columns(rows: list[dict]) -> Columns:
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    return {n: [r.get(n) for r in rows] for n in names}
+def _list_labels(col, name: str, problems: list[list[str]]) -> pa.Array:
+    """A list column as is; strings as a JSON list (``["eco", "sale"]``, as pandas writes
+    lists to CSV) or comma-separated (``eco, sale``). Empty or missing → unlabelled (null);
+    an explicit empty list ``[]`` → labelled with no tags, the same in every format."""
+    out = []
+    for k, v in enumerate(col.to_pylist()):
+        if v is None:
+            out.append(None)
+        elif isinstance(v, (list, tuple)):
+            out.append([str(x) for x in v if x is not None])
+        elif isinstance(v, str):
+            text = v.strip()
+            if not text:
+                out.append(None)
+            elif text.startswith("["):
+                try:
+                    parsed = json.loads(text)
+                    if not isinstance(parsed, list):
+                        raise ValueError("not a list")
+                    out.append([str(x).strip() for x in parsed if x is not None and str(x).strip()])
+                except ValueError:
+                    problems[k].append(f"bad label: {name}={v!r} looks like a JSON list but is not one; fix: write "
+                                       f'["a", "b"] or a, b')
+                    out.append(None)
+            else:
+                out.append([x.strip() for x in text.split(",") if x.strip()])
+        else:
+            problems[k].append(f"bad label: {name}={v!r} is not a list; fix: give a list or a comma-separated string")
+            out.append(None)
+    return pa.array(out, pa.list_(pa.string()))
 
 
-def _iter_folder(source: SourceConfig, folder: Path) -> Iterator[Columns]:
-    """Images under ``folder`` (id = relative path without suffix), joined with captions."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    captions: dict[str, dict] = {}
-    if source.captions:
-        cap = Path(source.captions)
-        cap = cap if cap.is_absolute() else folder / cap
-        for cols in _iter_table_file(cap):
-            for k, item_id in enumerate(cols.get(source.id, [])):
-                captions[str(item_id)] = {c: v[k] for c, v in cols.items()}
-    label_names = list(source.label_types())
-    rows = []
-    for f in files:
-        item_id = f.relative_to(folder).with_suffix("").as_posix()
-        cap = captions.get(item_id, {})
-        row = {source.id: item_id, source.image or "image": str(f)}
-        if source.text:
-            row[source.text] = cap.get(source.text)
-        row.update({name: cap.get(name) for name in label_names})
-        rows.append(row)
-        if len(rows) == BATCH_ROWS:
-            yield _columns(rows)
-            rows = []
-    if rows:
-        yield _columns(rows)
-
-
-# --- one row -------------------------------------------------------------------------------
-def _label(value, kind: str, name: str, problems: list[str]):
-    if value is None or (isinstance(value, str) and value.strip() == "") or value != value:  # NaN
-        return None
+def _label_strings(col: pa.Array, kind: str) -> pa.Array:
+    """A label column rendered canonically for the row hash."""
     if kind == "class":
-        if isinstance(value, (list, dict)):
-            problems.append(f"bad label: {name}={value!r} is not a single class; fix: declare it as {name}:list or fix the value")
-            return None
-        return str(value)
+        return col
     if kind == "float":
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            problems.append(f"bad label: {name}={value!r} is not a number; fix: correct the value or declare {name} as a class")
-            return None
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]  # "a, b" → ["a", "b"]
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    problems.append(f"bad label: {name}={value!r} is not a list; fix: give a list or a comma-separated string")
-    return None
+        return pa.array([None if v is None else repr(v) for v in col.to_pylist()], pa.string())
+    return pa.array([None if v is None else json.dumps(v) for v in col.to_pylist()], pa.string())
 
 
-# --- the stage -----------------------------------------------------------------------------
-def ingest(store: Store, source: SourceConfig, manifest: Path | None = None) -> IngestReport:
-    """Ingest ``manifest`` (default: ``source.manifest``) under ``source``'s column mapping."""
+# --- one batch -------------------------------------------------------------------------------
+@dataclass
+class _Batch:
+    rows: pa.Table  # candidate item rows (landed ones), schema = items without ingested_at
+    problems: dict[int, list[str]]  # position in the manifest batch → problems
+    row_numbers: list[int]
+    ids: list[str | None]  # per manifest row
+    landed: np.ndarray  # per manifest row
+
+
+def _prepare(table: pa.Table, numbers: list[int], source: SourceConfig, types: dict, roots, base,
+             schema: pa.Schema, pool: ThreadPoolExecutor) -> _Batch:
+    n = table.num_rows
+    problems: list[list[str]] = [[] for _ in range(n)]
+    ids = pc.utf8_trim_whitespace(pc.utf8_normalize(_as_strings(table.column(source.id)), form="NFC"))
+    ids = pc.if_else(pc.equal(ids, ""), pa.scalar(None, pa.string()), ids)
+    id_list = ids.to_pylist()
+    for k, i in enumerate(id_list):
+        if i is None:
+            problems[k].append(f"missing id: manifest row {numbers[k]} has no {source.id!r}; fix: fill the id column")
+    if source.text:
+        texts = normalize_texts(_as_strings(table.column(source.text)))
+    else:
+        texts = pa.nulls(n, pa.string())
+    text_sha = pa.array([None if t is None else sha256_text(t) for t in texts.to_pylist()], pa.string())
+    if source.image:
+        cells = table.column(source.image).to_pylist()
+        refs = list(pool.map(lambda c: _image_cell(c, roots, base), cells))
+        for k, (_, _, _, probs) in enumerate(refs):
+            problems[k] += probs
+        uri = pa.array([r[0] for r in refs], pa.string())
+        inline = pa.array([r[1] for r in refs], pa.binary())
+        image_sha = pa.array([r[2] for r in refs], pa.string())
+    else:
+        uri, inline, image_sha = pa.nulls(n, pa.string()), pa.nulls(n, pa.binary()), pa.nulls(n, pa.string())
+    landed = np.array([i is not None for i in id_list]) & (
+        pc.is_valid(text_sha).to_numpy(zero_copy_only=False) | pc.is_valid(image_sha).to_numpy(zero_copy_only=False))
+    for k in np.flatnonzero(~landed):
+        if id_list[k] is not None and not problems[k]:
+            problems[k].append("no content: neither text nor image; fix: fill one of them")
+    labels = {name: _labels(table.column(name), kind, name, problems) for name, kind in types.items()}
+    src = pa.array([source.name] * n, pa.string())
+    hashed = [src, _nullable(text_sha), _nullable(uri), _nullable(image_sha)] + [
+        _nullable(_label_strings(labels[name], kind)) for name, kind in types.items()]
+    joined = pc.binary_join_element_wise(*hashed, _SEP)
+    row_sha = pa.array([sha256_text(s) for s in joined.to_pylist()], pa.string())
+    cols = {"id": ids, "source": src, "text": texts, "text_sha256": text_sha, "image_uri": uri, "image_bytes": inline,
+            "image_sha256": image_sha, "row_sha256": row_sha}
+    cols.update({LABEL_PREFIX + name: labels[name] for name in types})
+    rows = pa.table(cols).filter(pa.array(landed))
+    return _Batch(rows=rows, problems={k: p for k, p in enumerate(problems) if p}, row_numbers=numbers,
+                  ids=id_list, landed=landed)
+
+
+def _nullable(col: pa.Array) -> pa.Array:
+    return pc.fill_null(col, "\x00")
+
+
+def _image_cell(cell, roots, base):
+    problems: list[str] = []
+    uri, data, sha = image_ref(cell, roots, base, problems)
+    return uri, data, sha, problems
+
+
+# --- the stage -------------------------------------------------------------------------------
+class _Existing:
+    """What ``items`` holds now, as 64-bit keys: id → (row hash, source), 18 bytes a row."""
+
+    def __init__(self, store: Store):
+        self.sources: list[str] = []
+        keys, values, codes = [np.zeros(0, np.uint64)], [np.zeros(0, np.uint64)], [np.zeros(0, np.int32)]
+        if store.exists(ITEMS):
+            ds = store.open(ITEMS).to_lance()
+            for batch in ds.to_batches(columns=["id", "row_sha256", "source"], batch_size=262_144):
+                keys.append(hash64(batch.column("id")))
+                values.append(hash64(batch.column("row_sha256")))
+                enc = pc.dictionary_encode(pc.fill_null(batch.column("source"), ""))
+                names = enc.dictionary.to_pylist()
+                remap = np.array([self._code(s) for s in names], np.int32)
+                codes.append(remap[enc.indices.to_numpy(zero_copy_only=False)] if len(names) else
+                             np.zeros(0, np.int32))
+        self.index = KeyIndex(np.concatenate(keys), np.concatenate(values), np.concatenate(codes))
+
+    def _code(self, source: str) -> int:
+        if source not in self.sources:
+            self.sources.append(source)
+        return self.sources.index(source)
+
+
+def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, prune: bool | None = None,
+           on_progress=None) -> IngestReport:
+    """Ingest ``manifest`` (default: ``source.manifest``) under ``source``'s column mapping.
+    ``prune`` (default: ``source.prune``) removes this source's items missing from it."""
     manifest = Path(manifest if manifest is not None else source.manifest).resolve()
+    prune = getattr(source, "prune", False) if prune is None else prune
     base = manifest if manifest.is_dir() else manifest.parent
     roots = [Path(r).expanduser().resolve() for r in source.allowed_roots] or [base]
     types = source.label_types()
     schema = items_schema([pa.field(n, _LABEL_ARROW[k]) for n, k in types.items()])
-    tbl = store.ensure(ITEMS, schema)
-    _check_label_columns(tbl.schema, schema)
-    existing = _existing_row_hashes(store)
-    previously_bad = rejects.known(store, STAGE)
-    bad_now: set[str] = set()
-    seen: dict[str, tuple[int, str]] = {}
-    n = written = unchanged = rejected = partial = 0
-    clean_ids: list[str] = []
-    for cols in iter_manifest(source, manifest):
-        _check_columns(list(cols), source, types, manifest)
-        size = len(next(iter(cols.values())))
-        out_rows, bad = [], []
-        for k in range(size):
-            row_no = n + k
-            item_id, row, problems = _row(cols, k, row_no, source, types, roots, base)
-            landed = row is not None
-            if landed:
-                if item_id in seen:
-                    first_row, first_sha = seen[item_id]
-                    if first_sha != row["row_sha256"]:
-                        bad.append(rejects.Reject(
-                            id=item_id, source=source.name, stage=STAGE,
-                            reason=f"duplicate id: manifest rows {first_row} and {row_no} share id {item_id!r} "
-                                   f"with different content; row {first_row} was kept; fix: make ids unique"))
-                        rejected += 1
+    with hold(store, "items", "ingest"):
+        if store.exists(ITEMS):
+            _check_label_types(store.open(ITEMS).schema, schema)
+        store.ensure(ITEMS, schema)  # adds new label columns in place: nothing is re-embedded
+        existing = _Existing(store)
+        own_code = existing._code(source.name)
+        seen = SeenKeys()
+        new_parts, changed_parts, bad = [], [], []
+        n = written = unchanged = rejected = partial = 0
+        clean_ids: list[str] = []
+        checked = False
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for mb in iter_manifest(manifest, id_column=source.id, image_column=source.image,
+                                    text_column=source.text, label_columns=tuple(types), captions=source.captions):
+                for row_no, reason in mb.bad:
+                    bad.append(rejects.Reject(id=f"{source.name}:row{row_no}", source=source.name, stage=STAGE,
+                                              reason=reason + " [row not landed]"))
+                    rejected += 1
+                n += len(mb.rows) + len(mb.bad)
+                if mb.table.num_rows == 0:
                     continue
-                seen[item_id] = (row_no, row["row_sha256"])
-            if problems:
-                outcome = " [row kept without the bad part]" if landed else " [row not landed]"
-                bad.append(rejects.Reject(id=item_id, source=source.name, stage=STAGE,
-                                          reason="; ".join(problems) + outcome))
-                partial += landed
-                rejected += not landed
-            if row is None:
-                continue
-            if not problems:
-                clean_ids.append(row["id"])
-            if existing.get(row["id"]) == row["row_sha256"]:
-                unchanged += 1
-            else:
-                out_rows.append(row)
-        n += size
-        if out_rows:
-            data = pa.Table.from_pylist(out_rows, schema=schema.remove(schema.get_field_index("ingested_at")))
-            store.upsert(ITEMS, data.append_column("ingested_at", now_array(len(out_rows))), schema)
-            written += len(out_rows)
+                if not checked:
+                    _check_columns(mb.table.column_names, source, types, manifest)
+                    checked = True
+                b = _prepare(mb.table, mb.rows, source, types, roots, base, schema, pool)
+                keep, verdicts = _decide(b, existing, own_code, seen, source)
+                for k, reason in verdicts.items():  # duplicate or foreign ids: not landed
+                    b.problems.setdefault(k, []).append(reason)
+                for k, probs in b.problems.items():
+                    item_id = b.ids[k] or f"{source.name}:row{b.row_numbers[k]}"
+                    kept = bool(b.landed[k]) and k not in verdicts
+                    bad.append(rejects.Reject(id=item_id, source=source.name, stage=STAGE,
+                                              reason="; ".join(probs) + (" [row kept without the bad part]" if kept
+                                                                         else " [row not landed]")))
+                    partial += kept
+                    rejected += not kept
+                landed_pos = np.flatnonzero(b.landed)
+                clean = [b.ids[k] for k in landed_pos if k not in b.problems]
+                clean_ids += clean
+                rows = b.rows
+                is_new, is_changed = keep["new"], keep["changed"]
+                unchanged += int(keep["unchanged"].sum())
+                if is_new.any():
+                    new_parts.append(rows.filter(pa.array(is_new)))
+                if is_changed.any():
+                    changed_parts.append(rows.filter(pa.array(is_changed)))
+                if on_progress:
+                    on_progress(mb.table.num_rows)
+        written = _write(store, schema, new_parts, changed_parts)
+        pruned = _prune(store, source, seen) if prune else 0
         rejects.record(store, bad)
-        bad_now.update(b.id for b in bad)
-    rejects.clear(store, STAGE, [i for i in clean_ids if i in previously_bad and i not in bad_now])
-    if written:
-        store.index_ids(ITEMS)  # queries join item columns by id: ~5 ms instead of a scan of the id column
-    return IngestReport(source=source.name, rows=n, written=written, unchanged=unchanged, rejected=rejected,
-                        partial=partial, items_version=store.version(ITEMS))
+        bad_ids = {b.id for b in bad}
+        previously_bad = rejects.known(store, STAGE)
+        rejects.clear(store, STAGE, [i for i in clean_ids if i in previously_bad and i not in bad_ids])
+        if written or pruned:
+            store.index_ids(ITEMS)  # queries join item columns by id: ~5 ms instead of a scan of the id column
+        return IngestReport(source=source.name, rows=n, written=written, unchanged=unchanged, rejected=rejected,
+                            partial=partial, items_version=store.version(ITEMS), pruned=pruned)
 
 
-def _row(cols: dict, k: int, row_no: int, source: SourceConfig, types: dict, roots: list[Path], base: Path):
-    """(id, item row or None when nothing usable, problems) for manifest row ``row_no``."""
-    problems: list[str] = []
-    raw_id = cols[source.id][k]
-    item_id = None if raw_id is None else str(raw_id).strip()
-    if not item_id:
-        problems.append(f"missing id: manifest row {row_no} has no {source.id!r}; fix: fill the id column")
-        return f"{source.name}:row{row_no}", None, problems
-    text = normalize_text(cols[source.text][k]) if source.text else None
-    image_uri, image_bytes, image_sha = image_ref(cols[source.image][k], roots, base, problems) if source.image else (None, None, None)
-    if text is None and image_sha is None:
-        if not problems:
-            problems.append("no content: neither text nor image; fix: fill one of them")
-        return item_id, None, problems
-    row = {"id": item_id, "source": source.name, "text": text, "text_sha256": sha256_text(text) if text else None,
-           "image_uri": image_uri, "image_bytes": image_bytes, "image_sha256": image_sha}
-    for name, kind in types.items():
-        row[LABEL_PREFIX + name] = _label(cols[name][k], kind, name, problems)
-    row["row_sha256"] = sha256_json([row["source"], row["text_sha256"], row["image_uri"], row["image_sha256"],
-                                     *(row[LABEL_PREFIX + n] for n in types)])
-    return item_id, row, problems
+def _decide(b: _Batch, existing: _Existing, own_code: int, seen: SeenKeys, source: SourceConfig):
+    """Per landed row: new, changed or unchanged; and the verdicts for rows that must not land
+    (a repeated id with other content, an id another source owns)."""
+    rows = b.rows
+    landed_pos = np.flatnonzero(b.landed)
+    keys = hash64(rows.column("id"))
+    row_hash = hash64(rows.column("row_sha256"))
+    verdicts: dict[int, str] = {}
+    drop = np.zeros(len(keys), bool)
+    # repeated ids: within the batch, then against earlier batches; the first row wins
+    first_pos: dict[int, int] = {}
+    found, first_hash = seen.lookup(keys)
+    for j, key in enumerate(keys.tolist()):
+        if found[j] or key in first_pos:
+            earlier = first_hash[j] if found[j] else row_hash[first_pos[key]]
+            if earlier != row_hash[j]:
+                k = landed_pos[j]
+                verdicts[k] = (f"duplicate id: manifest row {b.row_numbers[k]} repeats id {b.ids[k]!r} with different "
+                               f"content; the first row was kept; fix: make ids unique")
+            drop[j] = True
+        else:
+            first_pos[key] = j
+    fresh = ~drop
+    seen.add(keys[fresh], row_hash[fresh])
+    there, pos = existing.index.find(keys)
+    codes = existing.index.codes[pos] if len(existing.index) else np.zeros(len(keys), np.int32)
+    values = existing.index.values[pos] if len(existing.index) else np.zeros(len(keys), np.uint64)
+    foreign = there & (codes != own_code) & fresh
+    for j in np.flatnonzero(foreign):
+        k = landed_pos[j]
+        owner = existing.sources[codes[j]]
+        verdicts[k] = (f"id owned by another source: {b.ids[k]!r} already belongs to source {owner!r}, not "
+                       f"{source.name!r}; fix: make ids unique across sources (e.g. prefix them), or remove it "
+                       f"from {owner!r} first")
+        drop[j] = True
+    keep = ~drop
+    same = there & (values == row_hash)
+    return {"new": keep & ~there, "changed": keep & there & ~same, "unchanged": keep & there & same}, verdicts
+
+
+def _write(store: Store, schema: pa.Schema, new_parts: list, changed_parts: list) -> int:
+    written = 0
+    stamp = schema.remove(schema.get_field_index("ingested_at"))
+    for parts, write in ((new_parts, store.append), (changed_parts, store.upsert)):
+        if not parts:
+            continue
+        data = pa.concat_tables([p.select(stamp.names).cast(stamp) for p in parts])
+        data = data.append_column("ingested_at", now_array(data.num_rows))
+        write(ITEMS, data, schema)
+        written += data.num_rows
+    return written
+
+
+def _prune(store: Store, source: SourceConfig, seen: SeenKeys) -> int:
+    """Delete this source's items that the manifest no longer lists, and their rows in every
+    table derived from items (embeddings, fused vectors, predictions, dedup groups, clusters)."""
+    gone: list[str] = []
+    ds = store.open(ITEMS).to_lance()
+    for batch in ds.to_batches(columns=["id"], filter=sql.equals("source", source.name), batch_size=262_144):
+        ids = batch.column("id")
+        missing = ~seen.contains(hash64(ids))
+        if missing.any():
+            gone += ids.filter(pa.array(missing)).to_pylist()
+    if not gone:
+        return 0
+    store.delete_ids(ITEMS, gone)
+    for table in store.table_names():
+        if table.startswith(("emb__", "fused__", "pred__", "dedup__", "clusters__")):
+            store.delete_ids(table, gone)
+    keys = [f"{stage}|{i}" for stage in _reject_stages(store) for i in gone]
+    store.delete_ids("rejects", keys, key="key")
+    return len(gone)
+
+
+def _reject_stages(store: Store) -> list[str]:
+    if not store.exists("rejects"):
+        return []
+    t = store.read("rejects", ["stage"])
+    return sorted(set(t.column("stage").to_pylist()))
 
 
 def _check_columns(names: list[str], source: SourceConfig, types: dict, manifest: Path) -> None:
     wanted = [c for c in (source.id, source.image, source.text, *types) if c]
     missing = [c for c in wanted if c not in names]
     if missing:
-        raise ConfigError(f"manifest {manifest} lacks columns {missing}; it has {names}",
-                          fix="map the right columns with --id/--image/--text/--labels or in plait.toml")
+        raise ManifestError(f"manifest {manifest} lacks columns {missing}; it has {names}",
+                            fix="map the right columns with --id/--image/--text/--labels or in plait.toml")
 
 
-def _check_label_columns(have: pa.Schema, want: pa.Schema) -> None:
-    from store.errors import SchemaMismatch
+def _check_label_types(have: pa.Schema, want: pa.Schema) -> None:
+    for f in want:
+        if f.name.startswith(LABEL_PREFIX) and f.name in have.names and have.field(f.name).type != f.type:
+            raise SchemaMismatch(
+                f"label {f.name.removeprefix(LABEL_PREFIX)!r} is stored as {have.field(f.name).type}, this source "
+                f"declares {f.type}",
+                fix="declare it with the stored type (NAME, NAME:float or NAME:list), or give it another name")
 
-    missing = [f.name for f in want if f.name.startswith(LABEL_PREFIX) and f.name not in have.names]
-    if missing:
-        raise SchemaMismatch(f"the items table has no columns {missing}: labels are fixed when the store is created",
-                             fix="ingest this source into a new project, or keep the existing label names")
-
-
-def _existing_row_hashes(store: Store) -> dict[str, str]:
-    t = store.read(ITEMS, ["id", "row_sha256"])
-    return dict(zip(t.column("id").to_pylist(), t.column("row_sha256").to_pylist()))

@@ -60,28 +60,59 @@ class QueryAnswer:
 
 
 class QuerySpace:
-    """Everything needed to embed queries for one table; loaded once, reused across queries."""
+    """Everything needed to embed queries for one table; loaded once, reused across queries,
+    and reloaded when the table's fusion is refitted or an input encoder changes (a space kept
+    by ``plait api`` must never encode queries for vectors that are no longer there)."""
 
     def __init__(self, store: Store, table: str, cross_modal: bool = True, refresh_seconds: float = 0.0):
         self.store, self.table = store, resolve_table(store, table)
         self.cross_modal = cross_modal
+        self.refresh_seconds = refresh_seconds
         self.search = VectorSearch(store, self.table, refresh_seconds=refresh_seconds)
         self.fusion = None
         self.encoders: dict[str, object] = {}  # modality -> encoder spec (built lazily)
         self._built: dict[str, object] = {}
+        self._fit_key: tuple | None = None
+        self._checked_at = 0.0
+        self.reloads = 0
+        self._load()
+
+    def _fusion_row(self) -> dict | None:
+        if not self.store.exists(FUSIONS):
+            return None
+        return next((r for r in registries.rows(self.store, FUSIONS) if r["fused_table"] == self.table), None)
+
+    def _load(self) -> None:
         if self.table.startswith("fused__"):
-            reg = next((r for r in registries.rows(store, FUSIONS) if r["fused_table"] == self.table), None) \
-                if store.exists(FUSIONS) else None
+            reg = self._fusion_row()
             if reg is None:
                 raise MissingTable(f"{self.table} has no fusion in the registry", fix="run plait fuse")
-            self.fusion = load_fusion(Path(reg["params_dir"]))
-            for inp in json.loads(reg["inputs_json"]):
-                self.encoders[inp["modality"]] = self._spec_of(inp["table"])
+            self.fusion = load_fusion(self.store.artifacts.local(reg["params_dir"]))
+            specs = {inp["modality"]: self._spec_of(inp["table"]) for inp in json.loads(reg["inputs_json"])}
+            self._fit_key = (reg["fingerprint"], reg["params_dir"], reg["inputs_json"])
         else:
-            row = registries.get(store, ENCODERS, self.table) if store.exists(ENCODERS) else None
+            row = registries.get(self.store, ENCODERS, self.table) if self.store.exists(ENCODERS) else None
             if row is None:
                 raise MissingTable(f"{self.table} is not a registered embedding table", fix="run plait embed")
-            self.encoders[row["modality"]] = row["spec"]
+            specs = {row["modality"]: row["spec"]}
+        if specs != self.encoders:
+            self._built = {m: e for m, e in self._built.items() if specs.get(m) == self.encoders.get(m)}
+        self.encoders = specs
+
+    def refresh(self) -> bool:
+        """Reload if the fusion was refitted (or re-pointed at other encoders); at most every
+        ``refresh_seconds``. Returns whether it reloaded."""
+        import time
+
+        if self.fusion is None or time.monotonic() - self._checked_at < self.refresh_seconds:
+            return False
+        self._checked_at = time.monotonic()
+        reg = self._fusion_row()
+        if reg is None or (reg["fingerprint"], reg["params_dir"], reg["inputs_json"]) == self._fit_key:
+            return False
+        self._load()
+        self.reloads += 1
+        return True
 
     def _spec_of(self, table: str) -> str:
         row = registries.get(self.store, ENCODERS, table)
@@ -150,6 +181,7 @@ class QuerySpace:
         return self.fusion.transform(blocks, masks)[0], used, stand_in, masked
 
     def ask(self, query: Query, request: SearchRequest = SearchRequest()) -> QueryAnswer:
+        self.refresh()
         vector, used, stand_in, masked = self.embed(query)
         if query.id is not None:
             request = replace(request, exclude=tuple(request.exclude) + (query.id,))

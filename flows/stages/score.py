@@ -1,11 +1,17 @@
 """Score: write a head's predictions for every fused row into ``pred__<head>``, incrementally.
 
 A row is (re)scored when it is new, when its fused vector changed (its ``inputs_hash``), or
-when a newer version of the head was trained. The fused table is streamed in batches.
-Per task the table holds the predicted label and its probability.
+when a newer version of the head was trained; rows whose fused row is gone are removed. The
+fused table is streamed in batches. Per task the table holds the predicted label and its
+probability (multi-label: the probabilities, with the class names in the field's metadata).
+
+A head trained on an earlier fit of its fusion is refused: the vectors it would score were
+made by another fitted fusion (same width or not), so its predictions would be silently
+wrong. The fix is to train it again.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,8 +21,10 @@ from flows.progress import bar
 from heads import MultiTaskHeads
 from store import registries
 from store.db import Store, now_array, vector_array, vectors_of
-from store.errors import MissingTable
-from store.schema import HEADS, pred_table_name
+from store.errors import MissingTable, SchemaMismatch
+from store.keys import hash64
+from store.lease import hold
+from store.schema import FUSIONS, HEADS, keyed, pred_table_name
 
 BATCH_ROWS = 20_000
 
@@ -50,15 +58,40 @@ def pred_schema(tasks) -> pa.Schema:
             fields += [pa.field(f"{t.name}_label", pa.string()), pa.field(f"{t.name}_proba", pa.float32())]
         elif t.kind == "multilabel":
             fields += [pa.field(f"{t.name}_labels", pa.list_(pa.string())),
-                       pa.field(f"{t.name}_probas", pa.list_(pa.float32(), len(t.classes)))]
+                       pa.field(f"{t.name}_probas", pa.list_(pa.float32(), len(t.classes)),
+                                metadata={"classes": json.dumps(list(t.classes))})]
         else:
             fields += [pa.field(f"{t.name}_value", pa.float32())]
-    return pa.schema(fields + [pa.field("scored_at", pa.timestamp("us", tz="UTC"))])
+    return keyed(fields + [pa.field("scored_at", pa.timestamp("us", tz="UTC"))])
+
+
+def check_fresh(store: Store, reg: dict) -> None:
+    """Refuse a head whose fusion was refitted since it was trained (see module doc)."""
+    trained_on = reg.get("fusion_fingerprint")
+    if trained_on is None:  # a head from before the fingerprint was recorded: read its lineage
+        try:
+            lineage = json.loads((store.artifacts.local(reg["artifact_dir"]) / "config.json").read_text())["lineage"]
+            trained_on = (lineage.get("fusion") or {}).get("fingerprint")
+        except (OSError, KeyError, ValueError, LookupError):
+            trained_on = None
+    fusion = next((r for r in registries.rows(store, FUSIONS) if r["fused_table"] == reg["features_table"]), None) \
+        if store.exists(FUSIONS) else None
+    if fusion is not None and trained_on is not None and fusion["fingerprint"] != trained_on:
+        raise SchemaMismatch(
+            f"head {reg['name']}@v{reg['version']} was trained on fusion {fusion['id']!r} fitted as {trained_on}; "
+            f"{reg['features_table']} now holds vectors of fit {fusion['fingerprint']}",
+            fix=f"plait train {reg['name']} (then plait score {reg['name']})")
 
 
 def score(store: Store, name: str) -> ScoreReport:
+    with hold(store, f"pred:{name}", "score"):
+        return _score(store, name)
+
+
+def _score(store: Store, name: str) -> ScoreReport:
     reg = latest_head(store, name)
-    est = MultiTaskHeads.load(reg["artifact_dir"])
+    check_fresh(store, reg)
+    est = MultiTaskHeads.load(store.artifacts.local(reg["artifact_dir"]))
     table = pred_table_name(name)
     schema = pred_schema(est.tasks)
     store.ensure(table, schema, derived=True)
@@ -94,6 +127,13 @@ def score(store: Store, name: str) -> ScoreReport:
                 store.upsert(table, pa.table(cols), schema)
                 scored += len(todo)
             progress.update(len(ids))
+    fused_ids = hash64(store.open(reg["features_table"], features.version).to_lance()
+                       .to_table(columns=["id"]).column("id"))
+    seen_ids = list(seen)
+    missing = ~np.isin(hash64(seen_ids), fused_ids) if seen_ids else np.zeros(0, bool)
+    gone = [i for i, m in zip(seen_ids, missing) if m]  # their fused row is gone (an item was removed)
+    if gone:
+        store.delete_ids(table, gone)
     return ScoreReport(head=name, head_version=reg["version"], table=table, features_table=reg["features_table"],
                        features_version=features.version, scored=scored, unchanged=unchanged,
                        version=store.version(table))

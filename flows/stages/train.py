@@ -1,10 +1,12 @@
 """Train: fit multi-task heads on a fused table pinned at a version, with lineage.
 
-The features are read at one table version (the latest unless pinned) and that version is
-recorded, so the head can be reproduced exactly. Labels are joined from ``items``; the
-split is a hash of id. If the registry already holds a head trained with the same config
-on the same table version, it is reused instead of retrained (a scheduled run over
-unchanged data costs nothing).
+Both inputs of a head are pinned and recorded: the fused table's version (the features) and
+the ``items`` version the labels were read at, with a digest of the (id, labels) trained on.
+``train(version=V)`` reads features at V and, unless ``labels_version`` says otherwise, the
+labels as they were when V was written, so an old head is reproduced bit for bit. A head with
+the same config, features version and labels digest is reused; a relabel (same vectors, new
+classes) trains a new version. Versions a head read are tagged, so ``plait optimize`` keeps
+them. The run holds the head's lease: two trainings at once get consecutive versions.
 """
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ from flows.config import HeadConfig
 from flows.progress import bar
 from heads import MultiTaskHeads, TaskSpec, split_masks, task_metrics
 from store import registries
+from store.artifacts import new_id
 from store.db import Store, vectors_of
-from store.errors import ConfigError
-from store.lineage import sha256_json
-from store.schema import HEADS, ITEMS, LABEL_PREFIX, fused_table_name
+from store.errors import ConfigError, MissingTable
+from store.lease import hold
+from store.lineage import labels_sha256, sha256_json
+from store.schema import FUSIONS, HEADS, ITEMS, LABEL_PREFIX, fused_table_name
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class TrainReport:
     version: int
     features_table: str
     features_version: int
+    labels_version: int
     reused: bool
     metrics: dict  # task → {"accuracy", "macro_f1", "n"} on the test split
     artifact_dir: str
@@ -48,16 +53,19 @@ def task_kind(arrow_type) -> str:
     return "multiclass"
 
 
-def load_features(store: Store, table: str, version: int | None, tasks: tuple[str, ...]):
-    """ids, X (n, d) float32, raw label lists and task kinds for rows of ``table`` at ``version``."""
+def load_features(store: Store, table: str, version: int | None, tasks: tuple[str, ...],
+                  labels_version: int | None = None):
+    """ids, X (n, d) float32, raw label lists and task kinds for rows of ``table`` at
+    ``version``, labels from ``items`` at ``labels_version`` (default: latest)."""
     t = store.read(table, ["id", "vector"], version=version)
     ids = t.column("id").to_pylist()
     X = vectors_of(t.column("vector"))
     label_cols = [LABEL_PREFIX + name for name in tasks]
-    items = store.read(ITEMS)
-    missing = [c for c in label_cols if c not in items.column_names]
+    items_tbl = store.open(ITEMS, labels_version)
+    missing = [c for c in label_cols if c not in items_tbl.schema.names]
     if missing:
         raise ConfigError(f"items have no label columns {missing}", fix="ingest a manifest with those labels (--labels)")
+    items = items_tbl.to_lance().to_table(columns=["id"] + label_cols)
     index = {i: k for k, i in enumerate(items.column("id").to_pylist())}
     labels, kinds = {}, {}
     for name, col in zip(tasks, label_cols):
@@ -67,20 +75,54 @@ def load_features(store: Store, table: str, version: int | None, tasks: tuple[st
     return ids, X, labels, kinds
 
 
-def train(store: Store, cfg: HeadConfig, artifacts: Path, version: int | None = None, progress: bool = True) -> TrainReport:
+def labels_version_at(store: Store, table: str, version: int) -> int:
+    """The ``items`` version that was current when ``table@version`` was committed: the
+    labels a head trained on that version would have read."""
+    when = {v["version"]: v["timestamp"] for v in store.open(table).list_versions()}[version]
+    older = [v["version"] for v in store.open(ITEMS).list_versions() if v["timestamp"] <= when]
+    return max(older) if older else store.version(ITEMS)
+
+
+def _digest(ids: list[str], raw: dict) -> str:
+    import pyarrow as pa
+
+    return labels_sha256(pa.table({"id": ids, **{f"{LABEL_PREFIX}{k}": v for k, v in raw.items()}}))
+
+
+def train(store: Store, cfg: HeadConfig, version: int | None = None, progress: bool = True,
+          labels_version: int | None = None) -> TrainReport:
+    with hold(store, f"head:{cfg.name}", "train"):
+        return _train(store, cfg, version, labels_version)
+
+
+def _train(store: Store, cfg: HeadConfig, version: int | None, labels_version: int | None) -> TrainReport:
     table = fused_table_name(cfg.fusion)
+    if not store.exists(table):
+        raise MissingTable(f"head {cfg.name!r} reads {table}, which does not exist yet",
+                           fix=f"run plait fuse {cfg.fusion} first")
+    versions = [v["version"] for v in store.open(table).list_versions()]
+    if version is not None and version not in versions:
+        raise ConfigError(f"{table} has no version {version}; it has {_ranges(versions)}",
+                          fix="pick a listed version (plait status), or leave --version out for the latest")
+    pinned = version is not None
     version = store.version(table) if version is None else version
+    if labels_version is None:
+        labels_version = labels_version_at(store, table, version) if pinned else store.version(ITEMS)
     config_sha = sha256_json(asdict(cfg))[:16]
+    ids, X, raw, kinds = load_features(store, table, version, cfg.tasks, labels_version)
+    digest = _digest(ids, raw)
+    fusion = registries.get(store, FUSIONS, cfg.fusion) if store.exists(FUSIONS) else None
     for row in registries.rows(store, HEADS):
         if (row["name"] == cfg.name and row["features_table"] == table and row["features_version"] == version
-                and row["config_sha256"] == config_sha and Path(row["artifact_dir"]).is_dir()):
+                and row["config_sha256"] == config_sha and row.get("labels_sha256") == digest
+                and store.artifacts.exists(row["artifact_dir"])):
             stored = json.loads(row["metrics_json"])
             return TrainReport(head=cfg.name, version=row["version"], features_table=table, features_version=version,
-                               reused=True, metrics=stored["test"], artifact_dir=row["artifact_dir"], rows=stored["rows"],
+                               labels_version=row["labels_version"], reused=True, metrics=stored["test"],
+                               artifact_dir=row["artifact_dir"], rows=stored["rows"],
                                baselines=stored.get("baselines", {}), affinity=stored.get("affinity"),
                                tasks=list(cfg.tasks))
 
-    ids, X, raw, kinds = load_features(store, table, version, cfg.tasks)
     tasks = [TaskSpec.from_labels(name, raw[name], kinds[name]) for name in cfg.tasks]
     Y = {t.name: t.encode(raw[t.name]) for t in tasks}
     parts = split_masks(ids)
@@ -98,25 +140,35 @@ def train(store: Store, cfg: HeadConfig, artifacts: Path, version: int | None = 
     baselines = _baselines(cfg, tasks, X, Y, parts) if cfg.baselines else {}
     previous = [r["version"] for r in registries.rows(store, HEADS) if r["name"] == cfg.name]
     head_version = max(previous, default=0) + 1
-    folder = artifacts / "heads" / cfg.name / f"v{head_version}"
-    lineage = {"features_table": table, "features_version": version, "head_config": asdict(cfg),
-               "fusion": registries.get(store, "fusions", cfg.fusion)}
+    lineage = {"features_table": table, "features_version": version, "labels_version": labels_version,
+               "labels_sha256": digest, "head_config": asdict(cfg), "fusion": fusion}
     summary = {"test": metrics, "rows": rows, "baselines": baselines, "affinity": est.affinity_}
-    est.save(folder, extra={"lineage": lineage, "metrics": summary})
-    from heads.plots import affinity_heatmap, training_curves
 
-    training_curves(est.history_, [t.name for t in tasks], folder / "training_curves.png")
-    if est.affinity_ is not None:
-        affinity_heatmap(est.affinity_, [t.name for t in tasks], folder / "task_affinity.png")
+    def fill(folder: Path) -> None:
+        est.save(folder, extra={"lineage": lineage, "metrics": summary})
+        from heads.plots import affinity_heatmap, training_curves
+
+        training_curves(est.history_, [t.name for t in tasks], folder / "training_curves.png")
+        if est.affinity_ is not None:
+            affinity_heatmap(est.affinity_, [t.name for t in tasks], folder / "task_affinity.png")
+
+    rel = store.artifacts.publish(f"heads/{cfg.name}/v{head_version}-{new_id()}", fill)
+    store.pin(table, version, f"head-{cfg.name}-v{head_version}")
+    store.pin(ITEMS, labels_version, f"head-{cfg.name}-v{head_version}")
     registries.put(store, HEADS, {
         "id": f"{cfg.name}@v{head_version}", "name": cfg.name, "version": head_version, "features_table": table,
-        "features_version": version, "config_sha256": config_sha,
+        "features_version": version, "labels_version": labels_version, "labels_sha256": digest,
+        "fusion_fingerprint": fusion["fingerprint"] if fusion else None, "config_sha256": config_sha,
         "tasks_json": json.dumps([t.to_json() for t in tasks]), "weighting": cfg.weighting, "seed": cfg.seed,
-        "metrics_json": json.dumps(summary), "artifact_dir": str(folder),
+        "metrics_json": json.dumps(summary), "artifact_dir": rel,
     })
     return TrainReport(head=cfg.name, version=head_version, features_table=table, features_version=version,
-                       reused=False, metrics=metrics, artifact_dir=str(folder), rows=rows, baselines=baselines,
-                       affinity=est.affinity_, tasks=[t.name for t in tasks])
+                       labels_version=labels_version, reused=False, metrics=metrics, artifact_dir=rel, rows=rows,
+                       baselines=baselines, affinity=est.affinity_, tasks=[t.name for t in tasks])
+
+
+def _ranges(versions: list[int]) -> str:
+    return f"{min(versions)}..{max(versions)}" if versions else "none"
 
 
 def _estimator(cfg: HeadConfig, tasks: list[TaskSpec]) -> MultiTaskHeads:

@@ -12,15 +12,15 @@ def test_fuse_refits_and_rewrites_table_when_promoted_encoder_changes_width(stor
     ingest(store, SourceConfig(name="s", manifest="x"), dataset)
     embed(store, "image", "classic:color")
     cfg = FusionConfig(name="img", inputs=("image",))
-    first = fuse(store, cfg, tmp_path / "art")
+    first = fuse(store, cfg)
     assert vectors_of(store.read("fused__img", ["vector"]).column("vector")).shape == (80, 108)
 
     candidate = embed(store, "image", "classic:hog")
-    unchanged = fuse(store, cfg, tmp_path / "art")  # candidate is not read until promoted
+    unchanged = fuse(store, cfg)  # candidate is not read until promoted
     assert unchanged.fused == 0
 
     encoder_tables.promote(store, candidate.table)
-    second = fuse(store, cfg, tmp_path / "art")
+    second = fuse(store, cfg)
     assert second.fused == 80 and second.fingerprint != first.fingerprint
     now = vectors_of(store.read("fused__img", ["vector"]).column("vector"))
     then = vectors_of(store.read("fused__img", ["vector"], version=first.version).column("vector"))

@@ -29,45 +29,47 @@ def _vectors(store, table):
 
 
 def test_small_batches_and_sampled_fit_give_the_same_table_as_one_batch(embedded, tmp_path):
-    one = fuse(embedded, FusionConfig(name="one"), tmp_path)
-    many = fuse(embedded, FusionConfig(name="many", batch_rows=7, fit_rows=30), tmp_path)
+    one = fuse(embedded, FusionConfig(name="one"))
+    many = fuse(embedded, FusionConfig(name="many", batch_rows=7, fit_rows=30))
     assert one.fused == many.fused == 80
     ids_a, a = _vectors(embedded, "fused__one")
     ids_b, b = _vectors(embedded, "fused__many")
     assert ids_a == ids_b and len(set(ids_a)) == 80
     np.testing.assert_allclose(a, b, atol=1e-6)  # concat without standardisation: the sample does not matter
     versions = embedded.open("fused__many").list_versions()
-    assert len(versions) == 1 + 12  # the empty table, then one append per 7 rows
+    assert len(versions) == 2  # the empty table, then all 12 batches of 7 rows in ONE commit
 
 
 def test_weighted_fusion_learns_weights_from_task_labels_through_the_stage(embedded, tmp_path):
     cfg = FusionConfig(name="w", method="weighted", tasks=("color",), params={"dim": 4})
-    report = fuse(embedded, cfg, tmp_path)
+    report = fuse(embedded, cfg)
     assert report.refitted and report.method == "weighted"
-    est = load_fusion(tmp_path / "fusions" / "w")
+    reg = embedded.read("fusions", where="id = 'w'").to_pylist()[0]
+    assert reg["params_dir"].startswith("fusions/w/")  # under the store, relative
+    est = load_fusion(embedded.artifacts.local(reg["params_dir"]))
     assert est.modalities_ == ["text", "image"] and est.weights_[1] > 0.8  # colour is only in the image
     reg = embedded.read("fusions", where="id = 'w'").to_pylist()[0]
     assert json.loads(reg["config_json"])["tasks"] == ["color"]
     registry_version = embedded.version("fusions")
-    again = fuse(embedded, cfg, tmp_path)
+    again = fuse(embedded, cfg)
     assert not again.refitted and again.fused == 0
     assert embedded.version("fusions") == registry_version  # nothing changed: no new registry version
 
 
 def test_cca_fusion_through_the_stage_refits_only_when_params_change(embedded, tmp_path):
-    first = fuse(embedded, FusionConfig(name="c", method="cca", params={"n_components": 2}), tmp_path)
+    first = fuse(embedded, FusionConfig(name="c", method="cca", params={"n_components": 2}))
     assert first.refitted and embedded.read("fused__c").num_rows == 80
     _, X = _vectors(embedded, "fused__c")
     assert X.shape == (80, 2)
-    second = fuse(embedded, FusionConfig(name="c", method="cca", params={"n_components": 3}), tmp_path)
+    second = fuse(embedded, FusionConfig(name="c", method="cca", params={"n_components": 3}))
     assert second.refitted and second.fused == 80 and vectors_of(embedded.read("fused__c").column("vector")).shape[1] == 3
 
 
 def test_fuse_drops_rows_whose_inputs_disappeared(embedded, tmp_path):
-    fuse(embedded, FusionConfig(name="t", inputs=("text",)), tmp_path)
+    fuse(embedded, FusionConfig(name="t", inputs=("text",)))
     table = next(r["id"] for r in embedded.read("encoders").to_pylist() if r["modality"] == "text")
     embedded.delete_ids(table, ["item-0001", "item-0002"])
-    report = fuse(embedded, FusionConfig(name="t", inputs=("text",)), tmp_path)
+    report = fuse(embedded, FusionConfig(name="t", inputs=("text",)))
     assert report.removed == 2 and embedded.read("fused__t").num_rows == 78
 
 
@@ -83,13 +85,13 @@ def test_fuse_rewrites_exactly_the_rows_whose_input_changed(embedded, dataset, t
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    fuse(embedded, FusionConfig(name="f"), tmp_path)
+    fuse(embedded, FusionConfig(name="f"))
     rows = pq.read_table(dataset).to_pylist()
     rows[3]["text"] = "an entirely new caption"
     pq.write_table(pa.Table.from_pylist(rows), dataset)
     ingest(embedded, SOURCE, dataset)
     embed(embedded, "text", "counting:1", encoder=CountingTextEncoder())
-    report = fuse(embedded, FusionConfig(name="f"), tmp_path)
+    report = fuse(embedded, FusionConfig(name="f"))
     assert (report.fused, report.unchanged) == (1, 79)
     t = embedded.read("fused__f", where="id = 'item-0003'").to_pylist()[0]
     assert t["vector"][0] > 0 and embedded.read("fused__f").num_rows == 80

@@ -30,7 +30,7 @@ def embedded(tmp_path_factory, minilm):
     embed(store, "text", minilm.spec, encoder=minilm)
     embed(store, "image", "classic:color")
     for name, inputs in (("text", ("text",)), ("image", ("image",)), ("both", ("text", "image"))):
-        fuse(store, FusionConfig(name=name, inputs=inputs), root / "artifacts")
+        fuse(store, FusionConfig(name=name, inputs=inputs))
     return root, store
 
 
@@ -41,7 +41,7 @@ def test_fuse_materializes_masked_rows_and_is_incremental(embedded):
     X = vectors_of(t.column("vector"))
     assert X.shape == (240, 384 + 108)
     assert all(t.column("has_text").to_pylist()) and all(t.column("has_image").to_pylist())
-    again = fuse(store, FusionConfig(name="both", inputs=("text", "image")), root / "artifacts")
+    again = fuse(store, FusionConfig(name="both", inputs=("text", "image")))
     assert (again.fused, again.unchanged) == (0, 240)
     reg = store.read("fusions", where="id = 'both'").to_pylist()[0]
     inputs = json.loads(reg["inputs_json"])
@@ -54,7 +54,7 @@ def test_fused_head_beats_single_modalities_on_task_needing_both(embedded):
     for name in ("text", "image", "both"):
         cfg = HeadConfig(name=f"h-{name}", fusion=name, tasks=TASKS, hidden=64, max_epochs=150, patience=20,
                          baselines=False)
-        report = train(store, cfg, root / "artifacts")
+        report = train(store, cfg)
         acc[name] = {t: m["accuracy"] for t, m in report.metrics.items()}
     assert acc["image"]["color"] > 0.9 and acc["text"]["topic"] > 0.9
     assert acc["both"]["combo"] > 0.85
@@ -64,14 +64,16 @@ def test_fused_head_beats_single_modalities_on_task_needing_both(embedded):
 def test_train_pins_version_records_lineage_and_reuses_when_unchanged(embedded):
     root, store = embedded
     cfg = HeadConfig(name="h-pin", fusion="both", tasks=("color",), hidden=16, max_epochs=5, baselines=False)
-    first = train(store, cfg, root / "artifacts")
+    first = train(store, cfg)
     assert not first.reused and first.features_version == store.version("fused__both")
-    again = train(store, cfg, root / "artifacts")
+    again = train(store, cfg)
     assert again.reused and again.version == first.version
-    saved = json.loads((root / "artifacts" / "heads" / "h-pin" / "v1" / "config.json").read_text())
+    folder = store.artifacts.local(first.artifact_dir)
+    assert first.artifact_dir.startswith("heads/h-pin/v1-")  # relative to the store: a copied project works
+    saved = json.loads((folder / "config.json").read_text())
     assert saved["lineage"]["features_table"] == "fused__both"
     assert saved["lineage"]["features_version"] == first.features_version
-    est = MultiTaskHeads.load(first.artifact_dir)
+    est = MultiTaskHeads.load(folder)
     assert est.n_features_in_ == 384 + 108
 
 
@@ -90,11 +92,11 @@ def test_train_with_each_weighting_learns_and_saves_affinity_baselines_and_plots
     root, store = embedded
     cfg = HeadConfig(name=f"h-{weighting}", fusion="both", tasks=TASKS, hidden=64, max_epochs=60, patience=15,
                      weighting=weighting, baselines=weighting == "gradnorm")
-    report = train(store, cfg, root / "artifacts")
+    report = train(store, cfg)
     assert report.metrics["color"]["accuracy"] > 0.9 and report.metrics["topic"]["accuracy"] > 0.9
     assert np.array(report.affinity).shape == (3, 3)
     np.testing.assert_allclose(np.diag(report.affinity), 1.0, atol=1e-5)
-    folder = Path(report.artifact_dir)
+    folder = store.artifacts.local(report.artifact_dir)
     assert (folder / "training_curves.png").stat().st_size > 1000
     assert (folder / "task_affinity.png").stat().st_size > 1000
     saved = json.loads((folder / "config.json").read_text())
@@ -111,7 +113,7 @@ def test_score_writes_predictions_incrementally_and_rescores_after_retraining(em
     root, store = embedded
     cfg = HeadConfig(name="h-score", fusion="both", tasks=("color", "topic"), hidden=64, max_epochs=150, patience=20,
                      baselines=False)
-    train(store, cfg, root / "artifacts")
+    train(store, cfg)
     first = score(store, "h-score")
     assert (first.scored, first.unchanged, first.head_version) == (240, 0, 1)
     rows = {r["id"]: r for r in store.read("pred__h-score").to_pylist()}
@@ -122,6 +124,6 @@ def test_score_writes_predictions_incrementally_and_rescores_after_retraining(em
     assert (again.scored, again.unchanged) == (0, 240)
     from dataclasses import replace
 
-    train(store, replace(cfg, seed=1), root / "artifacts")
+    train(store, replace(cfg, seed=1))
     third = score(store, "h-score")
     assert third.head_version == 2 and third.scored == 240 and store.read("pred__h-score").num_rows == 240

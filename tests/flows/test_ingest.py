@@ -78,8 +78,8 @@ def test_ingest_rejects_bad_rows_and_lands_the_rest(store, tmp_path):
     assert reasons["no-file"].endswith("[row kept without the bad part]")
     assert reasons["not-image"].startswith("undecodable image") and reasons["not-image"].endswith("[row not landed]")
     assert reasons["empty"].startswith("no content")
-    assert reasons["synth:row4"].startswith("missing id")
-    assert reasons["dup"].startswith("duplicate id: manifest rows 5 and 6")
+    assert reasons["synth:row5"].startswith("missing id")  # data rows count from 1
+    assert reasons["dup"].startswith("duplicate id: manifest row 7 repeats id 'dup'")
     assert "dup-same" not in reasons
     assert (report.rejected, report.partial) == (4, 1)
     assert rejects.counts_by_reason(store)["ingest: missing file"] == 1

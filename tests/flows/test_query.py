@@ -33,10 +33,10 @@ def clip_project(tmp_path_factory):
     ingest(store, SourceConfig(name="synth", manifest="x", labels=("color", "topic")), manifest)
     embed(store, "text", spec)
     embed(store, "image", spec)
-    fuse(store, FusionConfig(name="clip", inputs=("text", "image")), root / "artifacts")
+    fuse(store, FusionConfig(name="clip", inputs=("text", "image")))
     classic = embed(store, "image", "classic:color")
     encoder_tables.promote(store, classic.table)
-    fuse(store, FusionConfig(name="mixed", inputs=("text", "image")), root / "artifacts")
+    fuse(store, FusionConfig(name="mixed", inputs=("text", "image")))
     ProjectConfig(root=root).save()  # the CLI opens the project; its store is <root>/store
     return root, store, spec, manifest.parent
 

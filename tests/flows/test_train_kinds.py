@@ -19,10 +19,10 @@ def test_stage_trains_and_scores_float_and_list_labels_as_regression_and_multila
     ingest(store, SourceConfig(name="s", manifest="x", labels=("price:float", "tags:list", "color")), dataset)
     embed(store, "text", "counting:1", encoder=CountingTextEncoder())
     embed(store, "image", "classic:color")
-    fuse(store, FusionConfig(name="f"), tmp_path)
+    fuse(store, FusionConfig(name="f"))
     # 64 training rows make one mini-batch per epoch: a larger step size and more epochs
     report = train(store, HeadConfig(name="k", fusion="f", tasks=("price", "tags", "color"), hidden=32, lr=1e-2,
-                                     max_epochs=300, patience=40, baselines=True), tmp_path)
+                                     max_epochs=300, patience=40, baselines=True))
     assert set(report.metrics["price"]) == {"rmse", "n"} and report.metrics["price"]["rmse"] < 4.0
     assert set(report.metrics["tags"]) == {"micro_f1", "macro_f1", "n"}
     assert set(report.baselines["sklearn"]["price"]) == {"rmse", "n"}
@@ -41,10 +41,10 @@ def test_score_fails_clearly_when_fused_width_no_longer_matches_the_head(store, 
 
     ingest(store, SourceConfig(name="s", manifest="x", labels=("color",)), dataset)
     embed(store, "image", "classic:color")
-    fuse(store, FusionConfig(name="f", inputs=("image",)), tmp_path)
-    train(store, HeadConfig(name="h", fusion="f", tasks=("color",), hidden=8, max_epochs=3, baselines=False), tmp_path)
+    fuse(store, FusionConfig(name="f", inputs=("image",)))
+    train(store, HeadConfig(name="h", fusion="f", tasks=("color",), hidden=8, max_epochs=3, baselines=False))
     encoder_tables.promote(store, embed(store, "image", "classic:hog").table)
-    fuse(store, FusionConfig(name="f", inputs=("image",)), tmp_path)  # 108 → 324 dims
+    fuse(store, FusionConfig(name="f", inputs=("image",)))  # 108 → 324 dims
     with pytest.raises(SchemaMismatch, match="324 features, the head was trained on 108") as info:
         score(store, "h")
     assert "fused table the head was trained on" in info.value.fix
