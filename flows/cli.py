@@ -90,7 +90,7 @@ def _demo_queries(root: Path, cfg) -> list[dict]:
     from store.db import Store
     from store.search import SearchRequest
 
-    space = QuerySpace(Store(cfg.store_uri), "fused")
+    space = QuerySpace(Store(cfg.store_uri, cfg.storage_options), "fused")
     out = []
     for text in demo.QUERIES:
         q = space.ask(Query(text=text), SearchRequest(k=3, columns=("text", "label_group")))
@@ -102,21 +102,30 @@ def _demo_queries(root: Path, cfg) -> list[dict]:
 
 
 def _reports_payload(reports: dict) -> dict:
-    return {k: v if k == "flow_run" else [dataclasses.asdict(r) for r in v] for k, v in reports.items()}
+    return {k: v if k == "flow_run" else [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r for r in v]
+            for k, v in reports.items()}
 
 
 def _stage_lines(reports: dict) -> list[str]:
     lines = []
     for r in reports.get("ingest", []):
         lines.append(f"ingest {r.source}: {r.rows} rows read, {r.written} written, {r.unchanged} unchanged, "
-                     f"{r.rejected} rejected, {r.partial} kept without a bad part (items@v{r.items_version})")
+                     f"{r.rejected} rejected, {r.partial} kept without a bad part"
+                     + (f", {r.pruned} pruned" if r.pruned else "") + f" (items@v{r.items_version})")
     lines += ["embed " + r.summary() + f" (v{r.version})" for r in reports.get("embed", [])]
     lines += ["fuse " + r.summary() + f" (v{r.version})" for r in reports.get("fuse", [])]
     for r in reports.get("train", []):
-        how = "reused (same config, same table version)" if r.reused else "trained"
-        lines.append(f"train {r.head}@v{r.version} on {r.features_table}@v{r.features_version}: {how}")
+        how = "reused (same config, features and labels)" if r.reused else "trained"
+        lines.append(f"train {r.head}@v{r.version} on {r.features_table}@v{r.features_version}, labels from "
+                     f"items@v{r.labels_version}: {how}")
     lines += [f"score {r.head}@v{r.head_version}: {r.scored} rows scored, {r.unchanged} unchanged → {r.table}"
               for r in reports.get("score", [])]
+    done = reports.get("optimize", [])
+    if done:
+        freed = sum(d["bytes_removed"] for d in done) / 1e6
+        lines.append(f"optimize: {len(done)} tables compacted, "
+                     f"{sum(d['versions_before'] - d['versions_after'] for d in done)} old versions removed "
+                     f"({freed:.1f} MB), pinned versions kept")
     return lines
 
 
@@ -202,12 +211,12 @@ def cmd_ingest(args) -> int:
                            labels=tuple(x for x in (args.labels or "").split(",") if x),
                            captions=args.captions,
                            allowed_roots=tuple(args.allow_root or ()))
-        reports = [ingest(Store(cfg.store_uri), src, manifest)]
+        reports = [ingest(Store(cfg.store_uri, cfg.storage_options), src, manifest, prune=args.prune or None)]
         others = tuple(s for s in cfg.sources if s.name != src.name)
         dc.replace(cfg, sources=others + (src,)).save()
         _say(f"source {src.name!r} saved to {root / 'plait.toml'}")
     else:
-        reports = runner.run_ingest(root, args.source)
+        reports = runner.run_ingest(root, args.source, prune=args.prune or None)
     _out(args, {"ingest": [dataclasses.asdict(r) for r in reports]}, "\n".join(_stage_lines({"ingest": reports})))
     return 0
 
@@ -236,7 +245,7 @@ def cmd_fuse(args) -> int:
 
 
 def cmd_train(args) -> int:
-    reports = _stage(args, "train", name=args.name, version=args.version)
+    reports = _stage(args, "train", name=args.name, version=args.version, labels_version=args.labels_version)
     _out(args, _reports_payload(reports), "\n".join(_stage_lines(reports) + _metrics_table(reports["train"])))
     return 0
 
@@ -249,6 +258,7 @@ def cmd_score(args) -> int:
 
 def cmd_status(args) -> int:
     from flows.config import open_project
+    from flows.maintenance import staleness
     from store import registries, rejects
 
     cfg, store = open_project(Path(args.project).resolve())
@@ -261,7 +271,7 @@ def cmd_status(args) -> int:
                            for r in registries.rows(store, "fusions")],
                "heads": [{k: r[k] for k in ("id", "features_table", "features_version", "weighting")}
                          for r in registries.rows(store, "heads")],
-               "indexes": _indexes(store, tables)}
+               "indexes": _indexes(store, tables), "stale": staleness(store)}
     w = max([len(t["name"]) for t in tables] + [10]) + 2
     lines = [f"store {cfg.store_uri}", f"{'table':<{w}}{'rows':>9}{'version':>9}"]
     lines += [f"{t['name']:<{w}}{t['rows']:>9}{t['version']:>9}" for t in tables]
@@ -270,6 +280,10 @@ def cmd_status(args) -> int:
         lines.append(f"index {ix['kind']} on {ix['table']}: covers v{ix['version']}, {state}, recall@10 {ix['recall_at_10']}")
     if payload["rejects_by_reason"]:
         lines += ["rejects by stage and reason:"] + [f"  {k}: {v}" for k, v in payload["rejects_by_reason"].items()]
+    for kind in ("heads", "fusions"):
+        for entry in payload["stale"][kind]:
+            name = entry.get("head") or entry.get("fusion")
+            lines.append(f"stale {kind[:-1]} {name}: {'; '.join(entry['why'])} (fix: {entry['fix']})")
     _out(args, payload, "\n".join(lines))
     return 0
 
@@ -366,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--captions", help="for an image folder: a table of id, text and label columns")
     sp.add_argument("--allow-root", action="append", help="a folder image paths may point into (repeatable; "
                     "default: the manifest's folder)")
+    sp.add_argument("--prune", action="store_true",
+                    help="remove the source's items that its manifest no longer lists (and their vectors)")
     sp = add("embed", cmd_embed, "run the configured encoders over new or changed items")
     sp.add_argument("--modality", choices=["text", "image"])
     sp.add_argument("--encoder", action="append", metavar="[MODALITY=]SPEC",
@@ -377,14 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
     prefect_flag(sp)
     sp = add("train", cmd_train, "train multi-task heads on a fused table")
     sp.add_argument("name", nargs="?")
-    sp.add_argument("--version", type=int, help="pin the fused table version (default: latest)")
+    sp.add_argument("--version", type=int, help="pin the fused table version (default: latest); labels are then "
+                    "read as they were when that version was written")
+    sp.add_argument("--labels-version", type=int, help="pin the items version labels are read at")
     prefect_flag(sp)
     sp = add("score", cmd_score, "write a head's predictions for every fused row into pred__HEAD")
     sp.add_argument("name", nargs="?", help="head name (default: every configured head)")
     prefect_flag(sp)
-    from flows.cli_search import add_commands
+    from flows import cli_search, cli_store
 
-    add_commands(add, _out)
+    cli_search.add_commands(add, _out)
+    cli_store.add_commands(add, _out)
     add("status", cmd_status, "tables, versions, rejects and lineage")
     sp = add("encoders", cmd_encoders, "list embedding tables; promote a candidate; roll back")
     sp.add_argument("action", nargs="?", default="list", choices=["list", "promote", "rollback", "kinds"])

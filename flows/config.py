@@ -118,6 +118,7 @@ class HeadConfig:
 class ProjectConfig:
     root: Path
     store: str = "store"
+    storage_options: dict = field(default_factory=dict)  # [store.storage_options]: passed to LanceDB
     sources: tuple[SourceConfig, ...] = ()
     encoders: tuple[EncoderConfig, ...] = ()
     fusions: tuple[FusionConfig, ...] = ()
@@ -161,6 +162,7 @@ class ProjectConfig:
             return cls(
                 root=root,
                 store=raw.get("store", {}).get("uri", "store"),
+                storage_options=dict(raw.get("store", {}).get("storage_options", {})),
                 sources=tuple(SourceConfig(**_tuples(s)) for s in raw.get("sources", [])),
                 encoders=tuple(EncoderConfig(**e) for e in raw.get("encoders", [])),
                 fusions=tuple(FusionConfig(**_tuples(x)) for x in raw.get("fusions", [])),
@@ -191,7 +193,7 @@ def open_project(root: str | Path) -> tuple[ProjectConfig, "Store"]:
     from store.db import Store
 
     cfg = ProjectConfig.load(root)
-    return cfg, Store(cfg.store_uri)
+    return cfg, Store(cfg.store_uri, cfg.storage_options)
 
 
 def _named(items, name, kind):

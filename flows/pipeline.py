@@ -46,13 +46,18 @@ def fuse_task(root: str, name: str, refit: bool = False):
 
 
 @task(name="train", **_io)
-def train_task(root: str, name: str, version: int | None = None):
-    return runner.run_train(root, name, version)
+def train_task(root: str, name: str, version: int | None = None, labels_version: int | None = None):
+    return runner.run_train(root, name, version, labels_version)
 
 
 @task(name="score", **_io)
 def score_task(root: str, name: str):
     return runner.run_score(root, name)
+
+
+@task(name="optimize", **_io)
+def optimize_task(root: str):
+    return runner.run_optimize(root)
 
 
 @flow(name="plait-embed")
@@ -71,9 +76,11 @@ def fuse_flow(root: str, name: str | None = None, refit: bool = False) -> dict:
 
 
 @flow(name="plait-train")
-def train_flow(root: str, name: str | None = None, version: int | None = None) -> dict:
+def train_flow(root: str, name: str | None = None, version: int | None = None,
+               labels_version: int | None = None) -> dict:
     cfg, _ = runner.project(root)
-    return {"train": [r for h in cfg.heads if name in (None, h.name) for r in train_task(root, h.name, version)],
+    return {"train": [r for h in cfg.heads if name in (None, h.name)
+                      for r in train_task(root, h.name, version, labels_version)],
             "flow_run_name": flow_run.name}
 
 
@@ -86,14 +93,17 @@ def score_flow(root: str, name: str | None = None) -> dict:
 
 @flow(name="plait-pipeline")
 def pipeline_flow(root: str) -> dict:
-    """ingest → embed (per encoder) → fuse (per fusion) → train (per head) → score (per head)."""
+    """ingest → embed (per modality: its active encoder) → fuse (per fusion) → train (per head)
+    → score (per head) → optimize (compaction; pinned versions kept)."""
     cfg, _ = runner.project(root)
+    modalities = list(dict.fromkeys(e.modality for e in cfg.encoders))
     return {
         "ingest": ingest_task(root),
-        "embed": [r for e in cfg.encoders for r in embed_task(root, e.modality)],
+        "embed": [r for m in modalities for r in embed_task(root, m)],
         "fuse": [r for f in cfg.fusions for r in fuse_task(root, f.name)],
         "train": [r for h in cfg.heads for r in train_task(root, h.name)],
         "score": [r for h in cfg.heads for r in score_task(root, h.name)],
+        "optimize": optimize_task(root),
         "flow_run_name": flow_run.name,
     }
 

@@ -14,21 +14,80 @@ from flows.stages.train import TrainReport, train
 project = open_project
 
 
-def run_ingest(root: str | Path, source: str | None = None) -> list[IngestReport]:
+def run_ingest(root: str | Path, source: str | None = None, prune: bool | None = None) -> list[IngestReport]:
     cfg, store = project(root)
-    return [ingest(store, s, cfg.path(s.manifest)) for s in cfg.sources if source in (None, s.name)]
+    return [ingest(store, s, cfg.path(s.manifest), prune=prune) for s in cfg.sources if source in (None, s.name)]
 
 
 def run_embed(root: str | Path, modality: str | None = None, encoders: list[str] | None = None) -> list[EmbedReport]:
-    """Run the configured encoders, or ``encoders`` given as ``SPEC`` or ``MODALITY=SPEC``."""
+    """Run each modality's active encoder (and a configured one that is not active yet, as a
+    candidate), or exactly ``encoders`` given as ``SPEC`` or ``MODALITY=SPEC``."""
     from store.search import refresh_index
 
     cfg, store = project(root)
-    chosen = parse_encoder_args(encoders) if encoders else list(cfg.encoders)
-    reports = [embed(store, e.modality, e.spec) for e in chosen if modality in (None, e.modality)]
+    if encoders:
+        chosen = [(e, None) for e in parse_encoder_args(encoders)]
+    else:
+        chosen = encoders_to_run(cfg, store)
+    reports = []
+    for e, note in chosen:
+        if modality not in (None, e.modality):
+            continue
+        if e.spec is None:  # a retired configured encoder: not run, only said
+            _say(note)
+            continue
+        if note:
+            _say(note)
+        reports.append(embed(store, e.modality, e.spec))
     for r in reports:
         refresh_index(store, r.table)
     return reports
+
+
+def encoders_to_run(cfg: ProjectConfig, store) -> list[tuple[EncoderConfig, str | None]]:
+    """One source of truth: the registry's *active* encoder of each modality always runs
+    (``plait encoders promote``/``rollback`` decide which). A configured encoder that is not
+    active runs as a candidate, with a message; one that was retired is not run."""
+    from flows.encoders import build_encoder
+    from flows.stages.embed import table_for
+    from store import encoder_tables
+
+    out: list[tuple[EncoderConfig, str | None]] = []
+    modalities = list(dict.fromkeys([e.modality for e in cfg.encoders]
+                                    + [r["modality"] for r in encoder_tables.all_tables(store)]))
+    for m in modalities:
+        rows = {r["id"]: r for r in encoder_tables.all_tables(store, m)}
+        active = next((r for r in rows.values() if r["status"] == "active"), None)
+        if active is not None:
+            out.append((EncoderConfig(modality=m, spec=active["spec"]), None))
+        for e in (e for e in cfg.encoders if e.modality == m):
+            if active is not None and e.spec == active["spec"] and table_for(m, build_encoder(e.spec)) == active["id"]:
+                continue
+            table = table_for(m, build_encoder(e.spec)) if active is not None else None
+            status = rows[table]["status"] if table in rows else None
+            if status == "retired":
+                out.append((_skip(m), (
+                    f"{m}: plait.toml configures {e.spec}, which was retired; {active['spec']} is active "
+                    f"({active['id']}). Update plait.toml, or plait encoders rollback {m}")))
+            elif active is not None:
+                out.append((e, f"{m}: {e.spec} is configured but {active['spec']} is active: embedding it as a "
+                               f"candidate (plait encoders promote TABLE to switch)"))
+            else:
+                out.append((e, None))
+    return out
+
+
+class _skip:
+    """A placeholder for an encoder that is reported, not run."""
+
+    def __init__(self, modality: str):
+        self.modality, self.spec = modality, None
+
+
+def _say(message: str) -> None:
+    import sys
+
+    print(f"plait: {message}", file=sys.stderr, flush=True)
 
 
 def parse_encoder_args(items: list[str]) -> list[EncoderConfig]:
@@ -69,6 +128,15 @@ def run_score(root: str | Path, name: str | None = None) -> list:
     return [score(store, h.name) for h in cfg.heads if name in (None, h.name)]
 
 
+def run_optimize(root: str | Path, older_than_days: float = 7.0) -> list[dict]:
+    import datetime as dt
+
+    from flows.maintenance import optimize
+
+    _, store = project(root)
+    return optimize(store, dt.timedelta(days=older_than_days))
+
+
 def run_all(root: str | Path) -> dict:
     return {"ingest": run_ingest(root), "embed": run_embed(root), "fuse": run_fuse(root), "train": run_train(root),
-            "score": run_score(root)}
+            "score": run_score(root), "optimize": run_optimize(root)}
