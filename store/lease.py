@@ -134,11 +134,16 @@ class Lease:
         self._thread = threading.Thread(target=self._renew_loop, name=f"lease:{self.name}", daemon=True)
         self._thread.start()
 
+    def renew(self) -> bool:
+        """Push the expiry ``ttl`` ahead; False (and :attr:`lost`) when another run holds it now."""
+        if not self._swap(self.token, _now_ms() + int(self.ttl_s * 1000), self.token):
+            self.lost = True
+        return not self.lost
+
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.ttl_s / 3):
             try:
-                if not self._swap(self.token, _now_ms() + int(self.ttl_s * 1000), self.token):
-                    self.lost = True
+                if not self.renew():
                     return
             except Exception:  # a transient store error: try again at the next tick
                 continue

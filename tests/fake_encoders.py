@@ -14,7 +14,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flows.encoders import Encoder, Fingerprint  # noqa: E402
+from flows.encoders import ENCODERS, Encoder, Fingerprint  # noqa: E402
 
 
 def text_vector(text: str, version: str = "1") -> list[float]:
@@ -48,6 +48,13 @@ class CountingTextEncoder(Encoder):
         self.seen += list(texts)
         self.batch_sizes.append(len(texts))
         return np.array([text_vector(t, self.version) for t in texts], np.float32)
+
+
+if "counting" not in ENCODERS:  # so stored tables can be queried by spec ("counting:1") in tests
+    @ENCODERS.register("counting")
+    class SpecCountingTextEncoder(CountingTextEncoder):
+        def __init__(self, spec: str, args: str):
+            super().__init__(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,249 @@
+"""What a feature store must keep true: nothing stale, nothing duplicated, nothing lost.
+
+Covers repair, deletions, labels as lineage, one source of truth for encoders, reloads at
+query time, refusals at score time, pinned versions, atomic rewrites and movable projects.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fake_encoders import CountingTextEncoder
+from flows.config import FusionConfig, HeadConfig, SourceConfig
+from flows.stages.embed import embed
+from flows.stages.fuse import fuse
+from flows.stages.ingest import ingest
+from flows.stages.score import score
+from flows.stages.train import train
+from store import encoder_tables, registries
+from store.db import Store, vectors_of
+from store.errors import SchemaMismatch
+from store.schema import ITEMS
+
+SOURCE = SourceConfig(name="synth", manifest="x", labels=("color", "topic"))
+HEAD = HeadConfig(name="h", fusion="f", tasks=("color",), hidden=8, max_epochs=4, baselines=False)
+
+
+@pytest.fixture
+def built(store, dataset):
+    ingest(store, SOURCE, dataset)
+    embed(store, "text", "counting:1", encoder=CountingTextEncoder())
+    embed(store, "image", "classic:color")
+    fuse(store, FusionConfig(name="f"))
+    return store, dataset
+
+
+def _ids(store, table):
+    return store.read(table, ["id"]).column("id").to_pylist()
+
+
+def _rewrite_manifest(dataset: Path, edit) -> None:
+    rows = pq.read_table(dataset).to_pylist()
+    pq.write_table(pa.Table.from_pylist(edit(rows)), dataset)
+
+
+# --- repair ----------------------------------------------------------------------------------
+def test_repair_keeps_one_row_per_id_and_fuse_repairs_its_inputs_by_itself(built):
+    store, _ = built
+    text_table = encoder_tables.active(store, "text")["id"]
+    dup = store.read(text_table).slice(0, 10)
+    store.append(text_table, dup, store.open(text_table).schema)  # what two racing runs used to leave
+    store.append("fused__f", store.read("fused__f").slice(0, 5), store.open("fused__f").schema)
+    assert store.duplicate_keys(text_table) == 10 and store.duplicate_keys("fused__f") == 5
+    report = fuse(store, FusionConfig(name="f"))  # the next run repairs instead of refusing
+    assert store.duplicate_keys(text_table) == 0 and store.duplicate_keys("fused__f") == 0
+    assert len(_ids(store, "fused__f")) == 80 and report.fused == 0
+
+    store.append(ITEMS, store.read(ITEMS).slice(0, 3), store.open(ITEMS).schema)
+    root = Path(store.uri).parent
+    (root / "plait.toml").write_text('[store]\nuri = "store"\n')
+    res = subprocess.run([sys.executable, "-m", "flows.cli", "repair", "--project", str(root), "--json"],
+                         capture_output=True, text=True, cwd=Path(__file__).parents[2], timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["tables"] == {"items": 3}
+    assert store.duplicate_keys(ITEMS) == 0 and len(_ids(store, ITEMS)) == 80
+
+
+# --- deletions -------------------------------------------------------------------------------
+def test_prune_removes_items_and_their_rows_everywhere_and_from_query_results(built):
+    from flows.stages.query import Query, QuerySpace
+    from store.search import SearchRequest
+
+    store, dataset = built
+    train(store, HEAD)
+    score(store, "h")
+    gone = {"item-0001", "item-0002"}
+    _rewrite_manifest(dataset, lambda rows: [r for r in rows if r["id"] not in gone])
+    kept = ingest(store, SOURCE, dataset)  # without prune: nothing removed
+    assert kept.pruned == 0 and gone <= set(_ids(store, ITEMS))
+    report = ingest(store, SOURCE, dataset, prune=True)
+    assert report.pruned == 2
+    for table in [ITEMS, "fused__f", "pred__h"] + [t for t in store.table_names() if t.startswith("emb__")]:
+        assert not gone & set(_ids(store, table)), table
+    vector = vectors_of(store.read("fused__f", ["vector"]).column("vector"))[0]
+    hits = QuerySpace(store, "f").ask(Query(vector=tuple(vector.tolist())), SearchRequest(k=100)).result.hits
+    assert len(hits) == 78 and not gone & {h.id for h in hits}
+
+
+def test_removed_text_removes_its_vector_and_the_fused_row_masks_it(built):
+    store, dataset = built
+
+    def drop_text(rows):
+        rows[3]["text"] = None
+        return rows
+
+    _rewrite_manifest(dataset, drop_text)
+    ingest(store, SOURCE, dataset)
+    report = embed(store, "text", "counting:1", encoder=CountingTextEncoder())
+    assert report.removed == 1 and "item-0003" not in _ids(store, report.table)
+    fuse(store, FusionConfig(name="f"))
+    row = store.read("fused__f", where="id = 'item-0003'").to_pylist()[0]
+    assert row["has_text"] is False and row["has_image"] is True
+
+
+# --- labels are lineage ----------------------------------------------------------------------
+def test_relabel_retrains_and_pinned_versions_reproduce_the_old_head_bit_for_bit(built):
+    from safetensors.numpy import load_file
+
+    store, dataset = built
+    first = train(store, HEAD)
+    assert not first.reused and train(store, HEAD).reused
+    _rewrite_manifest(dataset, lambda rows: [{**r, "color": "green" if k % 3 == 0 else r["color"]}
+                                             for k, r in enumerate(rows)])
+    ingest(store, SOURCE, dataset)
+    second = train(store, HEAD)  # same vectors, new labels: a new head, not "reused"
+    assert not second.reused and second.version == first.version + 1
+    assert second.features_version == first.features_version and second.labels_version > first.labels_version
+    classes = {t["name"]: t["classes"] for t in json.loads(registries.get(store, "heads", "h@v2")["tasks_json"])}
+    assert "green" in classes["color"]
+
+    again = train(store, HEAD, version=first.features_version)  # labels as they were at that version
+    assert again.labels_version == first.labels_version
+    a = load_file(store.artifacts.local(first.artifact_dir) / "model.safetensors")
+    b = load_file(store.artifacts.local(again.artifact_dir) / "model.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_learned_fusion_fits_on_the_training_split_and_refits_when_its_labels_change(built):
+    from heads.split import split_of
+
+    store, dataset = built
+    cfg = FusionConfig(name="w", method="weighted", tasks=("color",), params={"dim": 4})
+    first = fuse(store, cfg)
+    reg = registries.get(store, "fusions", "w")
+    fit_ids = pq.read_table(store.artifacts.local(reg["params_dir"]) / "fit_ids.parquet").column("id").to_pylist()
+    assert fit_ids and all(split_of(i) == "train" for i in fit_ids)
+    assert not fuse(store, cfg).refitted
+    _rewrite_manifest(dataset, lambda rows: [{**r, "color": "blue"} for r in rows])
+    ingest(store, SOURCE, dataset)
+    again = fuse(store, cfg)
+    assert again.refitted and again.refit_reason == "labels of the fitted rows changed"
+    assert registries.get(store, "fusions", "w")["params_dir"] != reg["params_dir"]  # a new folder per fit
+    assert store.artifacts.exists(reg["params_dir"]) and first.version < again.version
+
+
+# --- encoders: one source of truth -----------------------------------------------------------
+def test_embed_runs_the_promoted_encoder_not_the_one_in_plait_toml(tmp_path, dataset):
+    from flows.config import EncoderConfig, ProjectConfig
+    from flows.runner import run_embed
+
+    root = tmp_path / "proj"
+    ProjectConfig(root=root, sources=(replace(SOURCE, manifest=str(dataset)),),
+                  encoders=(EncoderConfig(modality="image", spec="classic:color"),)).save()
+    store = Store(str(root / "store"))
+    ingest(store, SOURCE, dataset)
+    first = run_embed(root)
+    hog = embed(store, "image", "classic:hog")
+    encoder_tables.promote(store, hog.table)
+    _rewrite_manifest(dataset, lambda rows: rows + [{**rows[0], "id": "new-item"}])
+    ingest(store, SOURCE, dataset)
+    reports = {r.table: r for r in run_embed(root)}
+    assert reports[hog.table].encoded == 1  # the active encoder got the new item
+    assert first[0].table not in reports  # the retired one from plait.toml is not run
+
+
+def test_an_encoder_that_fails_to_load_never_becomes_active(store, dataset):
+    class Broken(CountingTextEncoder):
+        def load(self):
+            raise OSError("weights not found")
+
+    ingest(store, SOURCE, dataset)
+    with pytest.raises(OSError):
+        embed(store, "text", "counting:1", encoder=Broken())
+    assert encoder_tables.all_tables(store, "text") == []
+    ok = embed(store, "text", "counting:1", encoder=CountingTextEncoder())
+    assert ok.status == "active"
+
+
+# --- never stale at query or score time ------------------------------------------------------
+def test_query_space_reloads_after_a_refit_and_score_refuses_a_head_of_the_old_fit(built):
+    from flows.stages.query import Query, QuerySpace
+
+    store, _ = built
+    train(store, HEAD)  # on fused__f as concat fitted without standardisation
+    space = QuerySpace(store, "f")
+    before = space.embed(Query(text="a red car"))[0]
+    assert not space.refresh()
+    fuse(store, FusionConfig(name="f", params={"standardize": True}))  # refit: same width, another space
+    assert space.refresh() and space.reloads == 1
+    after = space.embed(Query(text="a red car"))[0]
+    assert before.shape == after.shape and not np.allclose(before, after)
+    with pytest.raises(SchemaMismatch, match="plait train h"):
+        score(store, "h")
+    train(store, HEAD)
+    assert score(store, "h").scored == 80
+
+
+# --- versions: pins and atomic rewrites ------------------------------------------------------
+def test_optimize_removes_old_versions_but_keeps_every_pinned_one(built):
+    import datetime as dt
+
+    from flows.maintenance import optimize
+
+    store, dataset = built
+    head = train(store, HEAD)
+    for k in range(3):  # more versions of items and of the fused table
+        _rewrite_manifest(dataset, lambda rows: rows + [{**rows[0], "id": f"extra-{k}"}])
+        ingest(store, SOURCE, dataset)
+        embed(store, "text", "counting:1", encoder=CountingTextEncoder())
+        embed(store, "image", "classic:color")
+        fuse(store, FusionConfig(name="f"))
+    before = len(store.open("fused__f").list_versions())
+    optimize(store, older_than=dt.timedelta(0))
+    after = [v["version"] for v in store.open("fused__f").list_versions()]
+    assert len(after) < before and head.features_version in after
+    assert store.open("fused__f", head.features_version).count_rows() == 80
+    assert head.labels_version in [v["version"] for v in store.open(ITEMS).list_versions()]
+
+
+def test_a_refit_becomes_visible_in_one_commit(built):
+    store, _ = built
+    before = store.version("fused__f")
+    fuse(store, FusionConfig(name="f", params={"standardize": True}), refit=True)
+    assert store.version("fused__f") == before + 1  # 80 rows rewritten in a single version
+
+
+# --- movable projects ------------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["copy", "move"])
+def test_a_copied_or_moved_project_reads_its_own_artifacts(built, tmp_path, how):
+    from flows.stages.query import Query, QuerySpace
+
+    store, _ = built
+    train(store, HEAD)
+    src = Path(store.uri)
+    dst = tmp_path / f"elsewhere-{how}" / "store"
+    (shutil.copytree if how == "copy" else shutil.move)(str(src), str(dst))
+    if how == "copy":  # the original's artifacts vanish: the copy must not be reading them
+        shutil.rmtree(src / "_artifacts")
+    other = Store(str(dst))
+    assert score(other, "h").scored == 80
+    assert QuerySpace(other, "f").ask(Query(text="a red car")).result.hits
