@@ -338,17 +338,6 @@ def cmd_encoders(args) -> int:
     return 0
 
 
-def cmd_serve(args) -> int:
-    from flows.prefect_env import configure
-
-    root = Path(args.project).resolve()
-    configure(root)
-    from flows.pipeline import serve
-
-    serve(str(root), args.cron)
-    return 0
-
-
 # --- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plait", description="Embedding pipeline and feature store for cross-modal vectors.")
@@ -400,16 +389,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("score", cmd_score, "write a head's predictions for every fused row into pred__HEAD")
     sp.add_argument("name", nargs="?", help="head name (default: every configured head)")
     prefect_flag(sp)
-    from flows import cli_search, cli_store
+    from flows import cli_search, cli_serve, cli_store
 
     cli_search.add_commands(add, _out)
     cli_store.add_commands(add, _out)
+    cli_serve.add_commands(add, _out)
     add("status", cmd_status, "tables, versions, rejects and lineage")
     sp = add("encoders", cmd_encoders, "list embedding tables; promote a candidate; roll back")
     sp.add_argument("action", nargs="?", default="list", choices=["list", "promote", "rollback", "kinds"])
     sp.add_argument("target", nargs="?", help="TABLE for promote, MODALITY for rollback")
-    sp = add("serve", cmd_serve, "run the pipeline on a cron schedule (Prefect deployment)")
-    sp.add_argument("--cron", default="0 * * * *")
     return p
 
 

@@ -114,6 +114,42 @@ class HeadConfig:
             raise ConfigError(f"head {self.name!r} has no tasks", fix="list label columns in tasks = [...]")
 
 
+RUNNER_KINDS = ("local", "dask", "ray")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunnerConfig:
+    """Where the Prefect tasks of a flow run: ``local`` (in this process, the default),
+    ``dask`` (prefect-dask) or ``ray`` (prefect-ray); with ``workers = N`` a local cluster is
+    started, with ``address = "tcp://…"`` (dask) / ``"ray://…"`` an existing one is joined.
+    ``shards`` splits embed/fuse/score by a hash of id (default: one per worker)."""
+
+    kind: str = "local"
+    workers: int | None = None
+    address: str | None = None
+    shards: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in RUNNER_KINDS:
+            raise ConfigError(f"runner kind {self.kind!r} unknown", fix=f"use one of {list(RUNNER_KINDS)}")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"runner workers = {self.workers}", fix="use workers >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleConfig:
+    """When ``plait serve`` runs the pipeline: a ``cron`` expression or an ``interval`` in seconds."""
+
+    cron: str | None = None
+    interval: float | None = None
+
+    def __post_init__(self):
+        if self.cron and self.interval:
+            raise ConfigError("[schedule] has both cron and interval", fix="keep one of them")
+        if self.interval is not None and self.interval <= 0:
+            raise ConfigError(f"[schedule] interval = {self.interval}", fix="give a positive number of seconds")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ProjectConfig:
     root: Path
@@ -123,6 +159,8 @@ class ProjectConfig:
     encoders: tuple[EncoderConfig, ...] = ()
     fusions: tuple[FusionConfig, ...] = ()
     heads: tuple[HeadConfig, ...] = ()
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     @property
     def store_uri(self) -> str:
@@ -167,12 +205,20 @@ class ProjectConfig:
                 encoders=tuple(EncoderConfig(**e) for e in raw.get("encoders", [])),
                 fusions=tuple(FusionConfig(**_tuples(x)) for x in raw.get("fusions", [])),
                 heads=tuple(HeadConfig(**_tuples(h)) for h in raw.get("heads", [])),
+                runner=RunnerConfig(**raw.get("runner", {})),
+                schedule=ScheduleConfig(**raw.get("schedule", {})),
             )
         except TypeError as e:
             raise ConfigError(f"{f}: {e}", fix="remove or rename the unknown key") from e
 
     def to_toml(self) -> str:
         lines = ["# plait project file: see README.md", "[store]", f"uri = {_q(self.store)}", ""]
+        if self.storage_options:
+            lines[-1:-1] = [f"storage_options = {_q(self.storage_options)}"]
+        for name, section in (("runner", self.runner), ("schedule", self.schedule)):
+            values = {k: v for k, v in asdict(section).items() if v is not None}
+            if values != {k: v for k, v in asdict(type(section)()).items() if v is not None}:
+                lines += [f"[{name}]"] + [f"{k} = {_q(v)}" for k, v in values.items()] + [""]
         for table, items in (("sources", self.sources), ("encoders", self.encoders),
                              ("fusions", self.fusions), ("heads", self.heads)):
             for item in items:
