@@ -31,6 +31,7 @@ from store.db import Store, now_array, vector_array
 from store.errors import SchemaMismatch
 from store.lease import Lease, hold
 from store.schema import ENCODERS, ITEMS, REJECTS, embedding_schema, embedding_table_name
+from flows.stages.shards import ShardOutput, from_ipc, to_ipc
 
 CONTENT = {"text": ("text", "text_sha256"), "image": ("image_uri", "image_sha256")}
 FETCH_ROWS = {"text": 65_536, "image": 262_144}  # rows whose content is read at once
@@ -222,19 +223,23 @@ class _Writer:
             self._source_of = dict(zip(t.column("id").to_pylist(), t.column("source").to_pylist()))
         return self._source_of.get(item_id)
 
+    def _table(self, n: int) -> pa.Table:
+        ids = pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in self.ids])
+        shas = pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in self.shas])
+        return pa.table({
+            "id": ids, "content_sha256": shas, "vector": vector_array(np.concatenate(self.vectors)),
+            "encoder": pa.array([self.spec] * n), "fingerprint": pa.array([self.fp.value] * n),
+            "weights_sha256": pa.array([self.fp.weights_sha256] * n),
+            "preprocess_sha256": pa.array([self.fp.preprocess_sha256] * n), "embedded_at": now_array(n),
+        })
+
     def flush(self) -> None:
         self.lease.check()  # a run that lost its lease commits nothing more
         if self.buffered:
             n = self.buffered
-            ids = pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in self.ids])
-            shas = pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in self.shas])
             change = np.concatenate(self.changes)
-            data = pa.table({
-                "id": ids, "content_sha256": shas, "vector": vector_array(np.concatenate(self.vectors)),
-                "encoder": pa.array([self.spec] * n), "fingerprint": pa.array([self.fp.value] * n),
-                "weights_sha256": pa.array([self.fp.weights_sha256] * n),
-                "preprocess_sha256": pa.array([self.fp.preprocess_sha256] * n), "embedded_at": now_array(n),
-            })
+            data = self._table(n)
+            ids = data.column("id")
             if (~change).any():
                 self.store.append(self.table, data.filter(pa.array(~change)), self.schema)
             if change.any():
@@ -318,3 +323,152 @@ def _fetch_image_sources(store: Store, plan: Plan, todo: pa.Table):
         yield rows, [u if u is not None else b for u, b in zip(data.column("image_uri").to_pylist(),
                                                                 data.column("image_bytes").to_pylist())]
         start += rows.num_rows
+
+
+# --- sharded runs: many workers, one committer -----------------------------------------------
+@dataclass(frozen=True)
+class EmbedShard:
+    """One shard of an embed run: what a worker needs, all picklable and small (the rows are
+    ids, hashes and row ids; the worker reads content itself)."""
+
+    store_uri: str
+    storage_options: dict
+    modality: str
+    spec: str
+    table: str
+    items_version: int
+    rows: bytes  # Arrow IPC stream of (id, sha, _rowid, is_change)
+    shard: int
+    shards: int
+    options: EmbedOptions
+
+
+@dataclass
+class EmbedPlanned:
+    modality: str
+    spec: str
+    table: str
+    status: str
+    plan: Plan
+    removed: int
+    schema: pa.Schema
+    fingerprint: object
+
+
+def plan_embed(store: Store, modality: str, spec: str, shards: int, encoder: Encoder | None = None,
+               options: EmbedOptions = EmbedOptions()) -> tuple[EmbedPlanned, list[EmbedShard]]:
+    """Register the encoder (after a successful load), plan, remove stale rows, and split the
+    rows to encode into ``shards`` by a hash of id (a retried shard gets the same ids). The
+    caller holds the table's lease (see :func:`embed_sharded`)."""
+    from store.keys import hash64
+
+    enc = encoder or build_encoder(spec)
+    fp = enc.fingerprint()
+    table = embedding_table_name(modality, spec, fp.value)
+    schema = embedding_schema(enc.dim)
+    status = _register(store, enc, modality, table, schema, fp)
+    plan = _plan(store, table, modality)
+    removed = _remove(store, table, plan.stale)
+    planned = EmbedPlanned(modality, spec, table, status, plan, removed, schema, fp)
+    if plan.todo.num_rows == 0:
+        return planned, []
+    which = hash64(plan.todo.column("id")) % np.uint64(shards)
+    jobs = []
+    for k in range(shards):
+        part = plan.todo.filter(pa.array(which == k))
+        if part.num_rows:
+            jobs.append(EmbedShard(store.uri, dict(store.storage_options), modality, spec, table, plan.items_version,
+                                   to_ipc(part), k, shards, options))
+    return planned, jobs
+
+
+class _FragmentWriter(_Writer):
+    """The worker side of a sharded run: same batching as :class:`_Writer`, but new rows go
+    to uncommitted fragments and changed rows back to the committer; nothing is committed."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fragments: list[str] = []
+        self.changed: list[pa.Table] = []
+        self.all_bad: list = []
+
+    def flush(self) -> None:
+        from store.fragments import write_uncommitted
+
+        if self.buffered:
+            n = self.buffered
+            change = np.concatenate(self.changes)
+            data = self._table(n)
+            if (~change).any():
+                self.fragments += write_uncommitted(self.store, self.table, [data.filter(pa.array(~change))],
+                                                    self.schema)
+            if change.any():
+                self.changed.append(data.filter(pa.array(change)))
+            self.encoded += n
+            self.ids, self.shas, self.changes, self.vectors, self.buffered = [], [], [], [], 0
+        self.all_bad += self.bad
+        self.rejected += len(self.bad)
+        self.bad = []
+
+
+def embed_shard(job: EmbedShard, encoder: Encoder | None = None) -> ShardOutput:
+    """Encode one shard on a worker; returns its uncommitted output (see :class:`ShardOutput`)."""
+    store = Store(job.store_uri, job.storage_options)
+    enc = encoder or build_encoder(job.spec)
+    fp = enc.fingerprint()
+    if embedding_table_name(job.modality, job.spec, fp.value) != job.table:
+        raise SchemaMismatch(f"this worker's {job.spec} has fingerprint {fp.value}, the run writes {job.table}",
+                             fix="give every worker the same model weights and preprocessing")
+    rows = from_ipc(job.rows)
+    plan = Plan(todo=rows, stale=pa.array([], pa.string()), already=0, skipped=0, items_version=job.items_version)
+    writer = _FragmentWriter(store, job.table, embedding_schema(enc.dim), job.spec, fp, stage_name(job.table), plan,
+                             job.options, None)
+    enc.load()
+    with bar(rows.num_rows, f"embed {job.modality} shard {job.shard + 1}/{job.shards}") as progress:
+        if job.modality == "text":
+            calls = _embed_texts(store, enc, plan, job.options, writer, progress)
+        else:
+            calls = _embed_images(store, enc, plan, job.options, writer, progress)
+    writer.flush()
+    changed = pa.concat_tables(writer.changed) if writer.changed else None
+    return ShardOutput(job.shard, writer.fragments, to_ipc(changed) if changed is not None else None, writer.all_bad,
+                       writer.encoded, calls)
+
+
+def commit_shard(store: Store, planned: EmbedPlanned, out: ShardOutput, lease: Lease | None = None) -> None:
+    """The committer's side: one Append of the shard's fragments, a merge of its changed rows,
+    its rejects recorded and the rejects it cleared removed."""
+    from store.fragments import commit
+
+    if lease is not None:
+        lease.check()
+    commit(store, planned.table, out.fragments)
+    if out.changed is not None:
+        store.upsert(planned.table, from_ipc(out.changed), planned.schema)
+    rejects.record(store, out.rejects)
+
+
+def embed_sharded(store: Store, modality: str, spec: str, run_shards=None, shards: int = 1,
+                  options: EmbedOptions = EmbedOptions(), encoder: Encoder | None = None) -> EmbedReport:
+    """Embed with the work split into ``shards``; ``run_shards(jobs)`` runs :func:`embed_shard`
+    over them anywhere (a Prefect task runner on Dask or Ray) and yields each shard's output
+    once, as it finishes. Each output is committed as it arrives (one Append per shard), under
+    the table's lease, so a crash of the coordinator keeps the finished shards and a re-run
+    encodes only the rest. Default ``run_shards``: one after the other in this process."""
+    run_shards = run_shards or (lambda jobs: (embed_shard(j, encoder) for j in jobs))
+    enc = encoder or build_encoder(spec)
+    table = embedding_table_name(modality, spec, enc.fingerprint().value)
+    with hold(store, f"table:{table}", "embed") as lease:
+        planned, jobs = plan_embed(store, modality, spec, shards, enc, options)
+        encoded = rejected = calls = 0
+        known_bad = set(rejects.known(store, stage_name(planned.table)))
+        for out in run_shards(jobs):
+            commit_shard(store, planned, out, lease)
+            encoded, rejected, calls = encoded + out.rows, rejected + len(out.rejects), calls + out.calls
+        if known_bad and encoded:  # rows that used to fail at this stage and now landed
+            landed = set(store.read(planned.table, ["id"]).column("id").to_pylist()) & known_bad
+            rejects.clear(store, stage_name(planned.table), sorted(landed))
+        return EmbedReport(modality=modality, encoder=spec, table=planned.table, status=planned.status,
+                           encoded=encoded, already_stored=planned.plan.already, rejected=rejected,
+                           known_rejects=planned.plan.skipped, version=store.version(planned.table),
+                           encoder_calls=calls, removed=planned.removed)

@@ -217,7 +217,30 @@ def _repaired_index(store: Store, modalities: list[str]):
     return index, inputs, tables
 
 
-def _fuse(store: Store, cfg: FusionConfig, refit: bool) -> FuseReport:
+@dataclass
+class _FusePlan:
+    """Everything decided before a row is written: inputs at pinned versions, the fit, and
+    which rows to (re)write; shared by the one-process and the sharded run."""
+
+    cfg: FusionConfig
+    modalities: list
+    index: InputIndex
+    inputs: list
+    tables: dict
+    dims: dict
+    method: str
+    fit: "_Fit"
+    fingerprint: str
+    table: str
+    schema: pa.Schema
+    whole: bool  # every row is rewritten, in one commit
+    row_hash: np.ndarray
+    todo: np.ndarray  # positions in the index, in the first input's storage order
+    is_new: np.ndarray
+    stored_id_batches: list
+
+
+def _plan_fuse(store: Store, cfg: FusionConfig, refit: bool) -> _FusePlan:
     modalities = list(cfg.inputs)
     index, inputs, tables = _repaired_index(store, modalities)
     dims = {i["modality"]: tables[i["modality"]].schema.field("vector").type.list_size for i in inputs}
@@ -245,51 +268,155 @@ def _fuse(store: Store, cfg: FusionConfig, refit: bool) -> FuseReport:
     # Walk rows in the first input's storage order: each batch then reads a contiguous range
     # of row ids (random order made the same gathers ~3x slower here).
     todo = todo[np.argsort(index.rowids[modalities[0]][todo], kind="stable")]
-    batches = [todo[start:start + cfg.batch_rows] for start in range(0, len(todo), cfg.batch_rows)]
+    return _FusePlan(cfg, modalities, index, inputs, tables, dims, method, fit, fp, table, schema, whole, row_hash,
+                     todo, is_new, stored_id_batches)
+
+
+def _fused_batches(p: _FusePlan, est, tables, index, todo: np.ndarray, row_hash: np.ndarray, batch_rows: int,
+                   progress):
+    """(positions, fused rows) batch by batch; the next batch is gathered on a thread
+    meanwhile (LanceDB reads in Rust without the GIL: they overlap with the transform)."""
+    batches = [todo[start:start + batch_rows] for start in range(0, len(todo), batch_rows)]
     buffers = (_Buffers(), _Buffers())  # two sets: the next batch is gathered while this one is written
 
     def gather(k):
-        return _gather(tables, index, batches[k], modalities, dims, buffers[k % 2])
+        return _gather(tables, index, batches[k], p.modalities, p.dims, buffers[k % 2])
 
-    def produce(progress, prefetch):
-        """Fused batches in order; the next batch is gathered on a thread meanwhile."""
+    with ThreadPoolExecutor(max_workers=1) as prefetch:
         pending = prefetch.submit(gather, 0) if batches else None
         for k, pos in enumerate(batches):
             ids, blocks, masks = pending.result()
-            if k + 1 < len(batches):  # LanceDB reads in Rust without the GIL: overlap them with our work
+            if k + 1 < len(batches):
                 pending = prefetch.submit(gather, k + 1)
             vectors = est.transform(blocks, masks)
             yield pos, pa.table({"id": ids, "vector": vector_array(vectors),
-                                 **{f"has_{m}": pa.array(masks[m]) for m in modalities},
+                                 **{f"has_{m}": pa.array(masks[m]) for m in p.modalities},
                                  "inputs_hash": pa.array(row_hash[pos]), "fused_at": now_array(len(pos))})
             progress.update(len(pos))
 
-    with bar(len(todo), f"fuse {cfg.name} ({method})") as progress, ThreadPoolExecutor(max_workers=1) as prefetch:
-        if whole:  # a refit or a new width: every row changes, and readers see the switch at once
-            store.rewrite(table, (data for _, data in produce(progress, prefetch)), schema)
+
+def _fuse(store: Store, cfg: FusionConfig, refit: bool) -> FuseReport:
+    p = _plan_fuse(store, cfg, refit)
+    with bar(len(p.todo), f"fuse {cfg.name} ({p.method})") as progress:
+        produced = _fused_batches(p, p.fit.estimator, p.tables, p.index, p.todo, p.row_hash, cfg.batch_rows, progress)
+        if p.whole:  # a refit or a new width: every row changes, and readers see the switch at once
+            store.rewrite(p.table, (data for _, data in produced), p.schema)
         else:
-            for pos, data in produce(progress, prefetch):
-                if is_new[pos].all():
-                    store.append(table, data, schema)
+            for pos, data in produced:
+                if p.is_new[pos].all():
+                    store.append(p.table, data, p.schema)
                 else:
-                    store.upsert(table, data, schema)
-    gone = _gone(stored_id_batches, index.id_hash)
+                    store.upsert(p.table, data, p.schema)
+    return _finish_fuse(store, p)
+
+
+def _finish_fuse(store: Store, p: _FusePlan) -> FuseReport:
+    cfg, fit, table = p.cfg, p.fit, p.table
+    gone = _gone(p.stored_id_batches, p.index.id_hash)
     if gone:
         store.delete_ids(table, gone)
     version = store.version(table)
-    for i in inputs:  # the versions this fusion read stay readable whatever plait optimize removes
+    for i in p.inputs:  # the versions this fusion read stay readable whatever plait optimize removes
         store.pin(i["table"], i["version"], f"fusion-{cfg.name}")
-    row = {"id": cfg.name, "method": method,
+    row = {"id": cfg.name, "method": p.method,
            "config_json": json.dumps({**cfg.method_params(), "tasks": list(cfg.tasks)}),
-           "params_dir": fit.params_dir, "fingerprint": fp, "inputs_json": json.dumps(inputs),
+           "params_dir": fit.params_dir, "fingerprint": p.fingerprint, "inputs_json": json.dumps(p.inputs),
            "fused_table": table, "fused_version": version, "labels_version": fit.labels_version,
            "labels_sha256": fit.labels_sha, "report_json": json.dumps(fit.report) if fit.report else None}
     known = registries.get(store, FUSIONS_TABLE, cfg.name)
     if known is None or any(known.get(k) != v for k, v in row.items()):  # an unchanged run writes no new version
         registries.put(store, FUSIONS_TABLE, row)
-    return FuseReport(name=cfg.name, method=method, table=table, fused=len(todo), unchanged=len(index) - len(todo),
-                      removed=len(gone), version=version, fingerprint=fp, refitted=fit.refitted, report=fit.report,
-                      refit_reason=fit.reason)
+    return FuseReport(name=cfg.name, method=p.method, table=table, fused=len(p.todo),
+                      unchanged=len(p.index) - len(p.todo), removed=len(gone), version=version,
+                      fingerprint=p.fingerprint, refitted=fit.refitted, report=fit.report, refit_reason=fit.reason)
+
+
+# --- sharded runs ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FuseShard:
+    """One shard of a fuse run: its rows' id hashes, input row ids and row hashes (24 bytes a
+    row a modality), the inputs at the versions planned on, and the published fit."""
+
+    store_uri: str
+    storage_options: dict
+    name: str
+    modalities: tuple
+    inputs: tuple  # ({"modality", "table", "version"}, ...)
+    params_dir: str
+    dims: dict
+    table: str
+    dim: int
+    id_hash: np.ndarray
+    rowids: dict
+    row_hash: np.ndarray
+    is_new: np.ndarray
+    whole: bool
+    batch_rows: int
+    shard: int
+    shards: int
+
+
+def fuse_shard(job: FuseShard):
+    """Fuse one shard on a worker: new rows (all rows when ``whole``) go to uncommitted
+    fragments, rows that replace existing ids come back as data."""
+    from flows.stages.shards import ShardOutput, to_ipc
+    from store.fragments import write_uncommitted
+
+    store = Store(job.store_uri, job.storage_options)
+    tables = {i["modality"]: store.open(i["table"], i["version"]) for i in job.inputs}
+    est = load_fusion(store.artifacts.local(job.params_dir))
+    index = InputIndex(job.id_hash, job.rowids, {})
+    positions = np.arange(len(job.id_hash))
+    schema = fused_schema(job.dim, list(job.modalities))
+    plan = _FusePlan(None, list(job.modalities), index, list(job.inputs), tables, job.dims, "", None, "", job.table,
+                     schema, job.whole, job.row_hash, positions, job.is_new, [])
+    new_rows, changed = [], []
+    with bar(len(positions), f"fuse {job.name} shard {job.shard + 1}/{job.shards}") as progress:
+        for pos, data in _fused_batches(plan, est, tables, index, positions, job.row_hash, job.batch_rows, progress):
+            fresh = job.whole | job.is_new[pos]
+            if fresh.any():
+                new_rows.append(data.filter(pa.array(fresh)))
+            if (~fresh).any():
+                changed.append(data.filter(pa.array(~fresh)))
+    fragments = write_uncommitted(store, job.table, new_rows, schema) if new_rows else []
+    return ShardOutput(job.shard, fragments, to_ipc(pa.concat_tables(changed)) if changed else None,
+                       rows=len(positions))
+
+
+def fuse_sharded(store: Store, cfg: FusionConfig, run_shards=None, shards: int = 1, refit: bool = False) -> FuseReport:
+    """Fuse with the rows split into ``shards`` by a hash of id; ``run_shards(jobs)`` runs
+    :func:`fuse_shard` anywhere and yields each output once. A full rewrite (refit, new
+    width) is committed once, when every shard is done; otherwise each shard's new rows are
+    appended as it finishes and its changed rows merged."""
+    from flows.stages.shards import from_ipc, in_process
+    from store.fragments import commit
+
+    run_shards = run_shards or in_process(fuse_shard)
+    with hold(store, f"fusion:{cfg.name}", "fuse") as lease:
+        p = _plan_fuse(store, cfg, refit)
+        which = p.index.id_hash[p.todo] % np.uint64(max(1, shards))
+        jobs = []
+        for k in range(max(1, shards)):
+            pos = p.todo[which == k]
+            if len(pos):
+                jobs.append(FuseShard(store.uri, dict(store.storage_options), cfg.name, tuple(p.modalities),
+                                      tuple({k2: i[k2] for k2 in ("modality", "table", "version")} for i in p.inputs),
+                                      p.fit.params_dir, dict(p.dims), p.table, p.fit.estimator.dim_,
+                                      p.index.id_hash[pos], {m: p.index.rowids[m][pos] for m in p.modalities},
+                                      p.row_hash[pos], p.is_new[pos], p.whole, cfg.batch_rows, k, shards))
+        fragments = []
+        for out in run_shards(jobs):
+            lease.check()
+            if p.whole:
+                fragments += out.fragments
+                continue
+            commit(store, p.table, out.fragments)
+            if out.changed is not None:
+                store.upsert(p.table, from_ipc(out.changed), p.schema)
+        if p.whole:
+            lease.check()
+            commit(store, p.table, fragments, overwrite_schema=p.schema)
+        return _finish_fuse(store, p)
 
 
 def _gone(stored_id_batches, id_hash: np.ndarray) -> list[str]:
@@ -307,10 +434,6 @@ def _gone(stored_id_batches, id_hash: np.ndarray) -> list[str]:
 def _width(store: Store, table: str) -> int:
     return store.open(table).schema.field("vector").type.list_size
 
-
-def _contains(sorted_hashes: np.ndarray, h) -> bool:
-    k = np.searchsorted(sorted_hashes, h)
-    return bool(k < len(sorted_hashes) and sorted_hashes[k] == h)
 
 
 def _method(cfg: FusionConfig, inputs: list[dict]) -> str:
