@@ -77,7 +77,7 @@ def child(uri: str, artifacts: str, batch_rows: int) -> None:
     from store.db import Store
 
     t0 = time.perf_counter()
-    report = fuse(Store(uri), FusionConfig(name="bench", batch_rows=batch_rows), Path(artifacts))
+    report = fuse(Store(uri), FusionConfig(name="bench", batch_rows=batch_rows))
     seconds = time.perf_counter() - t0
     print(json.dumps({"seconds": seconds, "fused": report.fused, "peak_rss_mb": peak_rss_mb()}))
 

@@ -36,7 +36,38 @@ def utcnow() -> dt.datetime:
 
 
 def now_array(n: int) -> pa.Array:
-    return pa.array([utcnow()] * n, type=pa.timestamp("us", tz="UTC"))
+    """``n`` copies of the current UTC time (built in numpy: a list of datetimes cost ~8 µs a row)."""
+    micros = np.full(n, int(utcnow().timestamp() * 1_000_000), dtype=np.int64)
+    return pa.array(micros, type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+
+
+def take_rows(tbl, row_ids, columns: list[str]) -> pa.Table:
+    """Rows of a LanceDB table (at its checked-out version) by Lance row id, in the order
+    asked. pylance's take reads ~10x faster than LanceDB's ``take_row_ids`` here."""
+    ids = list(row_ids) if not isinstance(row_ids, list) else row_ids
+    try:
+        return tbl.to_lance()._take_rows(ids, columns=columns)
+    except (AttributeError, ImportError, TypeError):
+        return tbl.take_row_ids(ids).select(columns).to_arrow()
+
+
+def sha256_column(values) -> pa.Array:
+    """sha256 hex of each str/bytes (None stays None) as an Arrow string array; the hex is
+    made in one C call over all digests, not per row."""
+    import binascii
+    import hashlib
+
+    present = [v for v in values if v is not None]
+    digests = b"".join(hashlib.sha256(v.encode() if isinstance(v, str) else v).digest() for v in present)
+    hexed = binascii.hexlify(digests)
+    n = len(present)
+    dense = pa.StringArray.from_buffers(n, pa.py_buffer(np.arange(0, 64 * n + 1, 64, dtype=np.int32).tobytes()),
+                                        pa.py_buffer(hexed))
+    if n == len(values):
+        return dense
+    mask = np.array([v is None for v in values])
+    idx = np.cumsum(~mask) - 1
+    return dense.take(pa.array(np.where(mask, 0, idx), mask=mask)) if n else pa.nulls(len(values), pa.string())
 
 
 @dataclass

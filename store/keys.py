@@ -28,6 +28,16 @@ def hash64(values, prefix: str = "") -> np.ndarray:
     return pd.util.hash_array(arr, categorize=False)
 
 
+def hex64(values: np.ndarray) -> pa.Array:
+    """uint64 → 16-character hex strings, in one C call over the whole buffer."""
+    import binascii
+
+    n = len(values)
+    data = binascii.hexlify(np.ascontiguousarray(values, dtype=">u8").tobytes())
+    return pa.StringArray.from_buffers(n, pa.py_buffer(np.arange(0, 16 * n + 1, 16, dtype=np.int32).tobytes()),
+                                       pa.py_buffer(data))
+
+
 class KeyIndex:
     """Sorted uint64 keys with one uint64 value and one small code each: "is this id known,
     with which content, from which source?" by binary search."""

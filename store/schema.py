@@ -64,7 +64,7 @@ def items_schema(label_fields: list[pa.Field]) -> pa.Schema:
         pa.field("image_uri", pa.string()),
         pa.field("image_bytes", pa.binary()),  # images given as bytes in the manifest
         pa.field("image_sha256", pa.string()),
-        pa.field("row_sha256", pa.string()),  # all of the row's content: unchanged rows are not rewritten
+        pa.field("row_sha256", pa.string()),  # change key of all the row's fields (64-bit hash, hex): unchanged rows are not rewritten
         pa.field("ingested_at", _TS),
     ]
     return keyed(core + [f.with_name(LABEL_PREFIX + f.name) for f in label_fields])

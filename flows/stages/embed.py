@@ -27,7 +27,7 @@ from flows.batching import DecodeAndPrepare, OomSplitter, decoded_batches, defau
 from flows.encoders import Encoder, build_encoder
 from flows.progress import bar
 from store import encoder_tables, registries, rejects
-from store.db import Store, now_array, vector_array
+from store.db import Store, now_array, take_rows, vector_array
 from store.errors import SchemaMismatch
 from store.lease import Lease, hold
 from store.schema import ENCODERS, ITEMS, REJECTS, embedding_schema, embedding_table_name
@@ -175,7 +175,7 @@ def _remove(store: Store, table: str, stale: pa.Array) -> int:
 def _fetch(store: Store, plan: Plan, rows: pa.Table, columns: list[str]) -> pa.Table:
     """Item columns for ``rows`` of the plan, read by row id at the version planned on."""
     tbl = store.open(ITEMS, plan.items_version)
-    got = tbl.take_row_ids(rows.column("_rowid").to_pylist()).select(["id"] + columns).to_arrow()
+    got = take_rows(tbl, rows.column("_rowid").to_pylist(), ["id"] + columns)
     if got.column("id").to_pylist() != rows.column("id").to_pylist():  # take_row_ids keeps order; be sure
         order = {i: k for k, i in enumerate(got.column("id").to_pylist())}
         got = got.take(pa.array([order[i] for i in rows.column("id").to_pylist()]))

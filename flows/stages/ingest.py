@@ -17,6 +17,7 @@ from the manifest are deleted, with their rows in embedding, fused and predictio
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,9 @@ from flows.config import SourceConfig
 from flows.images import image_ref
 from flows.manifests import ManifestError, iter_manifest
 from store import rejects, sql
-from store.db import Store, now_array
+from store.db import Store, now_array, sha256_column
 from store.errors import SchemaMismatch
-from store.keys import KeyIndex, SeenKeys, hash64
+from store.keys import KeyIndex, SeenKeys, hash64, hex64
 from store.lease import hold
 from store.lineage import sha256_text
 from store.schema import ITEMS, LABEL_PREFIX, items_schema
@@ -85,7 +86,7 @@ def _as_strings(col) -> pa.Array:
 
 
 # --- labels ----------------------------------------------------------------------------------
-def _labels(col, kind: str, name: str, problems: list[list[str]]) -> pa.Array:
+def _labels(col, kind: str, name: str, problems: dict[int, list[str]]) -> pa.Array:
     """One label column typed as declared; bad values become null plus a problem on their row."""
     n = len(col)
     if pa.types.is_null(col.type):
@@ -104,7 +105,7 @@ def _labels(col, kind: str, name: str, problems: list[list[str]]) -> pa.Array:
     return _list_labels(col, name, problems)
 
 
-def _float_labels(col, name: str, problems: list[list[str]]) -> pa.Array:
+def _float_labels(col, name: str, problems: dict[int, list[str]]) -> pa.Array:
     try:
         values = col.cast(pa.float64())
         parsed = values.to_numpy(zero_copy_only=False)
@@ -129,7 +130,7 @@ def _float_labels(col, name: str, problems: list[list[str]]) -> pa.Array:
     return pa.array(np.where(keep, parsed, 0.0), pa.float64(), mask=~keep)
 
 
-def _list_labels(col, name: str, problems: list[list[str]]) -> pa.Array:
+def _list_labels(col, name: str, problems: dict[int, list[str]]) -> pa.Array:
     """A list column as is; strings as a JSON list (``["eco", "sale"]``, as pandas writes
     lists to CSV) or comma-separated (``eco, sale``). Empty or missing → unlabelled (null);
     an explicit empty list ``[]`` → labelled with no tags, the same in every format."""
@@ -176,51 +177,53 @@ class _Batch:
     rows: pa.Table  # candidate item rows (landed ones), schema = items without ingested_at
     problems: dict[int, list[str]]  # position in the manifest batch → problems
     row_numbers: list[int]
-    ids: list[str | None]  # per manifest row
+    ids: list[str | None] | None  # per manifest row, only when some row has a problem
     landed: np.ndarray  # per manifest row
 
 
 def _prepare(table: pa.Table, numbers: list[int], source: SourceConfig, types: dict, roots, base,
              schema: pa.Schema, pool: ThreadPoolExecutor) -> _Batch:
     n = table.num_rows
-    problems: list[list[str]] = [[] for _ in range(n)]
+    problems: dict[int, list[str]] = defaultdict(list)  # sparse: most rows have none
     ids = pc.utf8_trim_whitespace(pc.utf8_normalize(_as_strings(table.column(source.id)), form="NFC"))
     ids = pc.if_else(pc.equal(ids, ""), pa.scalar(None, pa.string()), ids)
-    id_list = ids.to_pylist()
-    for k, i in enumerate(id_list):
-        if i is None:
-            problems[k].append(f"missing id: manifest row {numbers[k]} has no {source.id!r}; fix: fill the id column")
+    id_missing = pc.is_null(ids).to_numpy(zero_copy_only=False)
+    for k in np.flatnonzero(id_missing):
+        problems[k].append(f"missing id: manifest row {numbers[k]} has no {source.id!r}; fix: fill the id column")
     if source.text:
         texts = normalize_texts(_as_strings(table.column(source.text)))
     else:
         texts = pa.nulls(n, pa.string())
-    text_sha = pa.array([None if t is None else sha256_text(t) for t in texts.to_pylist()], pa.string())
+    text_sha = sha256_column(texts.to_pylist())
     if source.image:
         cells = table.column(source.image).to_pylist()
         refs = list(pool.map(lambda c: _image_cell(c, roots, base), cells))
         for k, (_, _, _, probs) in enumerate(refs):
-            problems[k] += probs
+            if probs:
+                problems[k] += probs
         uri = pa.array([r[0] for r in refs], pa.string())
         inline = pa.array([r[1] for r in refs], pa.binary())
         image_sha = pa.array([r[2] for r in refs], pa.string())
     else:
         uri, inline, image_sha = pa.nulls(n, pa.string()), pa.nulls(n, pa.binary()), pa.nulls(n, pa.string())
-    landed = np.array([i is not None for i in id_list]) & (
-        pc.is_valid(text_sha).to_numpy(zero_copy_only=False) | pc.is_valid(image_sha).to_numpy(zero_copy_only=False))
-    for k in np.flatnonzero(~landed):
-        if id_list[k] is not None and not problems[k]:
+    landed = ~id_missing & (pc.is_valid(text_sha).to_numpy(zero_copy_only=False)
+                            | pc.is_valid(image_sha).to_numpy(zero_copy_only=False))
+    for k in np.flatnonzero(~landed & ~id_missing):
+        if not problems.get(k):
             problems[k].append("no content: neither text nor image; fix: fill one of them")
     labels = {name: _labels(table.column(name), kind, name, problems) for name, kind in types.items()}
     src = pa.array([source.name] * n, pa.string())
     hashed = [src, _nullable(text_sha), _nullable(uri), _nullable(image_sha)] + [
         _nullable(_label_strings(labels[name], kind)) for name, kind in types.items()]
-    joined = pc.binary_join_element_wise(*hashed, _SEP)
-    row_sha = pa.array([sha256_text(s) for s in joined.to_pylist()], pa.string())
+    # The row's change key: a 64-bit hash of all its fields (vectorised; a change detector needs
+    # no cryptographic strength, and a sha256 per row cost as much as the rest of ingest)
+    row_sha = hex64(hash64(pc.binary_join_element_wise(*hashed, _SEP)))
     cols = {"id": ids, "source": src, "text": texts, "text_sha256": text_sha, "image_uri": uri, "image_bytes": inline,
             "image_sha256": image_sha, "row_sha256": row_sha}
     cols.update({LABEL_PREFIX + name: labels[name] for name in types})
     rows = pa.table(cols).filter(pa.array(landed))
-    return _Batch(rows=rows, problems={k: p for k, p in enumerate(problems) if p}, row_numbers=numbers,
+    id_list = ids.to_pylist() if problems else None
+    return _Batch(rows=rows, problems={k: p for k, p in problems.items() if p}, row_numbers=numbers,
                   ids=id_list, landed=landed)
 
 
@@ -276,6 +279,7 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, pru
         existing = _Existing(store)
         own_code = existing._code(source.name)
         seen = SeenKeys()
+        previously_bad = set(rejects.known(store, STAGE))
         new_parts, changed_parts, bad = [], [], []
         n = written = unchanged = rejected = partial = 0
         clean_ids: list[str] = []
@@ -297,6 +301,9 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, pru
                 keep, verdicts = _decide(b, existing, own_code, seen, source)
                 for k, reason in verdicts.items():  # duplicate or foreign ids: not landed
                     b.problems.setdefault(k, []).append(reason)
+                if b.problems and b.ids is None:
+                    b.ids = pc.utf8_trim_whitespace(pc.utf8_normalize(_as_strings(mb.table.column(source.id)),
+                                                                      form="NFC")).to_pylist()
                 for k, probs in b.problems.items():
                     item_id = b.ids[k] or f"{source.name}:row{b.row_numbers[k]}"
                     kept = bool(b.landed[k]) and k not in verdicts
@@ -305,10 +312,11 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, pru
                                                                          else " [row not landed]")))
                     partial += kept
                     rejected += not kept
-                landed_pos = np.flatnonzero(b.landed)
-                clean = [b.ids[k] for k in landed_pos if k not in b.problems]
-                clean_ids += clean
                 rows = b.rows
+                if previously_bad:  # only then do clean ids matter: their old rejects are cleared
+                    landed_pos = np.flatnonzero(b.landed)
+                    names = rows.column("id").to_pylist()
+                    clean_ids += [i for k, i in zip(landed_pos, names) if k not in b.problems and i in previously_bad]
                 is_new, is_changed = keep["new"], keep["changed"]
                 unchanged += int(keep["unchanged"].sum())
                 if is_new.any():
@@ -321,8 +329,7 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, pru
         pruned = _prune(store, source, seen) if prune else 0
         rejects.record(store, bad)
         bad_ids = {b.id for b in bad}
-        previously_bad = rejects.known(store, STAGE)
-        rejects.clear(store, STAGE, [i for i in clean_ids if i in previously_bad and i not in bad_ids])
+        rejects.clear(store, STAGE, [i for i in clean_ids if i not in bad_ids])
         if written or pruned:
             store.index_ids(ITEMS)  # queries join item columns by id: ~5 ms instead of a scan of the id column
         return IngestReport(source=source.name, rows=n, written=written, unchanged=unchanged, rejected=rejected,

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from flows.progress import bar
 from heads import MultiTaskHeads
 from store import registries
-from store.db import Store, now_array, vector_array, vectors_of
+from store.db import Store, now_array, take_rows, vector_array, vectors_of
 from store.errors import MissingTable, SchemaMismatch
 from store.keys import hash64
 from store.lease import hold
@@ -153,7 +153,7 @@ def _scored_batches(store: Store, p: _ScorePlan, est: MultiTaskHeads, rows: pa.T
     features = store.open(p.reg["features_table"], p.features_version)
     for start in range(0, rows.num_rows, BATCH_ROWS):
         part = rows.slice(start, BATCH_ROWS)
-        got = features.take_row_ids(part.column("_rowid").to_pylist()).select(["id", "vector"]).to_arrow()
+        got = take_rows(features, part.column("_rowid").to_pylist(), ["id", "vector"])
         if got.column("id").to_pylist() != part.column("id").to_pylist():
             order = {i: k for k, i in enumerate(got.column("id").to_pylist())}
             got = got.take(pa.array([order[i] for i in part.column("id").to_pylist()]))
