@@ -28,6 +28,25 @@ def hash64(values, prefix: str = "") -> np.ndarray:
     return pd.util.hash_array(arr, categorize=False)
 
 
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One uint64 per (a, b) pair of hashes: "same id AND same content" in one comparison."""
+    with np.errstate(over="ignore"):
+        h = (a * _MIX) ^ b
+        return h ^ (h >> np.uint64(31))
+
+
+def member(values: np.ndarray, of: np.ndarray) -> np.ndarray:
+    """``values[i] in of`` for each i (uint64 arrays), by binary search over a sorted copy."""
+    if len(of) == 0:
+        return np.zeros(len(values), bool)
+    ordered = np.sort(of)
+    pos = np.minimum(np.searchsorted(ordered, values), len(ordered) - 1)
+    return ordered[pos] == values
+
+
 def hex64(values: np.ndarray) -> pa.Array:
     """uint64 → 16-character hex strings, in one C call over the whole buffer."""
     import binascii
