@@ -141,9 +141,10 @@ class QuerySpace:
         if kind == "text":
             return enc.encode_text([payload])[0]
         try:
-            image = decode_image(payload, enc.image_size)
+            image = decode_image(payload, enc.image_size, draft=False)
         except DecodeError as exc:
-            raise BadQuery(f"cannot read query image {payload!r}: {exc}", fix="give a JPEG, PNG, WebP or SVG file") from exc
+            shown = payload if isinstance(payload, str) else f"<{len(payload)} bytes>"  # never echo raw bytes
+            raise BadQuery(f"cannot read query image {shown}: {exc}", fix="give a JPEG, PNG, WebP or SVG file") from exc
         return enc.encode_images(np.stack([enc.preprocess_image(image)]))[0]
 
     def embed(self, query: Query) -> tuple[np.ndarray, list[str], dict, list[str]]:

@@ -1,0 +1,33 @@
+"""flows.terminal: user data escaped before it reaches a terminal (issue 10.7)."""
+import pytest
+
+from flows.terminal import terminal_safe
+
+
+@pytest.mark.parametrize("raw, shown", [
+    ("\x1b[2J\x1b[31mred", "\\x1b[2J\\x1b[31mred"),  # clear screen, colour
+    ("\x1b]52;c;SGVsbG8=\x07", "\\x1b]52;c;SGVsbG8=\\x07"),  # OSC 52: write the clipboard
+    ("safe\rEVIL", "safe\\rEVIL"),  # carriage return overwrites the line
+    ("a\x00b\x08c\x7fd", "a\\x00b\\x08c\\x7fd"),  # NUL, backspace, DEL
+    ("\x9b31m", "\\x9b31m"),  # C1 CSI
+    ("user\u202etxt.exe", "user\\u202etxt.exe"),  # right-to-left override
+    ("\u2066x\u2069\u200f", "\\u2066x\\u2069\\u200f"),  # isolates, RLM
+    ("line\u2028break", "line\\u2028break"),
+    ("bad \udc80 byte", "bad \\udc80 byte"),  # lone surrogate: print would raise
+    ("a\tb\nc", "a\\tb\\nc"),
+])
+def test_terminal_safe_escapes_control_characters_when_user_data_holds_them(raw, shown):
+    out = terminal_safe(raw)
+    assert out == shown
+    assert all(ch.isprintable() for ch in out)
+    out.encode("utf-8")  # no lone surrogate left
+
+
+def test_terminal_safe_keeps_text_unchanged_when_printable():
+    text = "Grüße — 東京 🍎 \u05e9\u05dc\u05d5\u05dd (Hebrew letters, no override) 👩‍👩‍👧 \\x1b literal"
+    assert terminal_safe(text) == text
+
+
+def test_terminal_safe_keeps_newlines_only_when_asked_and_maps_none_to_empty():
+    assert terminal_safe("a\nb\r", keep_newlines=True) == "a\nb\\r"
+    assert terminal_safe(None) == "" and terminal_safe(3.5) == "3.5"
