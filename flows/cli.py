@@ -3,7 +3,10 @@
 Flags parse into the same dataclasses as ``plait.toml``. Single stages run as plain library
 calls (snappy), or as Prefect flows with ``--prefect`` or when ``PREFECT_API_URL`` is set;
 ``plait demo`` and ``plait run`` use Prefect by default. Every command takes ``--json``:
-a machine-readable summary on stdout (progress bars and messages go to stderr).
+a machine-readable summary on stdout (progress and messages go to stderr).
+
+Every command exits 0, or 2 with one message and a ``Fix:`` line (:mod:`flows.cli_errors`);
+``-v`` adds the traceback of an unexpected error and turns Lance's own logging up to info.
 """
 from __future__ import annotations
 
@@ -15,12 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-from store.errors import PlaitError
+from flows.cli_report import clean_zeros, demo_text, metrics_table, reports_payload, stage_lines
+from flows.terminal import terminal_safe
 
 
 def _out(args, payload: dict, text: str) -> None:
     if args.json:
-        print(json.dumps(payload, indent=2, default=_jsonable))
+        print(json.dumps(clean_zeros(payload), indent=2, default=_jsonable))
     else:
         print(text)
 
@@ -35,6 +39,10 @@ def _jsonable(o):
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _root(args) -> Path:
+    return Path(args.project).resolve()
 
 
 def _use_prefect(args, default: bool) -> bool:
@@ -65,7 +73,7 @@ def cmd_demo(args) -> int:
     from flows import demo
 
     t0 = time.perf_counter()
-    root = Path(args.project).resolve()
+    root = _root(args)
     _say(f"plait demo: project {root}")
     if not args.data and not demo.openmoji.is_cached():
         _say(f"fetching {demo.openmoji.PACKAGE} with npm into {demo.openmoji.cache_root()} (once; ~4 MB)")
@@ -77,147 +85,103 @@ def cmd_demo(args) -> int:
         from flows import runner
 
         reports = runner.run_all(root)
-    queries = _demo_queries(root, cfg)
+    queries = demo.queries(cfg)
     elapsed = time.perf_counter() - t0
-    payload = {**_reports_payload(reports), "queries": queries, "seconds": round(elapsed, 1), "project": str(root)}
-    _out(args, payload, _demo_text(reports, queries, elapsed, root))
+    payload = {**reports_payload(reports), "queries": queries, "seconds": round(elapsed, 1), "project": str(root)}
+    _out(args, payload, demo_text(reports, queries, elapsed, root))
     return 0
 
 
-def _demo_queries(root: Path, cfg) -> list[dict]:
-    from flows import demo
-    from flows.stages.query import Query, QuerySpace
-    from store.db import Store
-    from store.search import SearchRequest
+def _run_defaults(root: Path) -> None:
+    """``plait run`` with no [[fusions]] / [[heads]]: choose them from what is configured
+    (and stored), announce them and write them to plait.toml before the pipeline runs."""
+    from flows import defaults
+    from flows.config import DEFAULT_FUSION, DEFAULT_HEAD, FusionConfig, HeadConfig, ProjectConfig, open_store
+    from store.schema import MODALITIES
 
-    space = QuerySpace(Store(cfg.store_uri, cfg.storage_options), "fused")
-    out = []
-    for text in demo.QUERIES:
-        q = space.ask(Query(text=text), SearchRequest(k=3, columns=("text", "label_group")))
-        out.append({"query": text, "table": q.result.table, "version": q.result.version, "used": q.used,
-                    "masked": q.masked, "hits": [{"id": h.id, "distance": round(h.distance, 4),
-                                                  "text": h.item.get("text"), "group": h.item.get("label_group")}
-                                                 for h in q.result.hits]})
-    return out
-
-
-def _reports_payload(reports: dict) -> dict:
-    return {k: v if k == "flow_run" else [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r for r in v]
-            for k, v in reports.items()}
-
-
-def _stage_lines(reports: dict) -> list[str]:
-    lines = []
-    for r in reports.get("ingest", []):
-        lines.append(f"ingest {r.source}: {r.rows} rows read, {r.written} written, {r.unchanged} unchanged, "
-                     f"{r.rejected} rejected, {r.partial} kept without a bad part"
-                     + (f", {r.pruned} pruned" if r.pruned else "") + f" (items@v{r.items_version})")
-    lines += ["embed " + r.summary() + f" (v{r.version})" for r in reports.get("embed", [])]
-    lines += ["fuse " + r.summary() + f" (v{r.version})" for r in reports.get("fuse", [])]
-    for r in reports.get("train", []):
-        how = "reused (same config, features and labels)" if r.reused else "trained"
-        lines.append(f"train {r.head}@v{r.version} on {r.features_table}@v{r.features_version}, labels from "
-                     f"items@v{r.labels_version}: {how}")
-    lines += [f"score {r.head}@v{r.head_version}: {r.scored} rows scored, {r.unchanged} unchanged → {r.table}"
-              for r in reports.get("score", [])]
-    done = reports.get("optimize", [])
-    if done:
-        freed = sum(d["bytes_removed"] for d in done) / 1e6
-        lines.append(f"optimize: {len(done)} tables compacted, "
-                     f"{sum(d['versions_before'] - d['versions_after'] for d in done)} old versions removed "
-                     f"({freed:.1f} MB), pinned versions kept")
-    return lines
-
-
-def _fmt_metrics(m: dict) -> str:
-    names = {"accuracy": "acc", "macro_f1": "F1", "micro_f1": "micro-F1", "rmse": "RMSE"}
-    return " ".join(f"{names.get(k, k)} {v:.3f}" for k, v in m.items() if k != "n")
-
-
-def _baseline_lines(r) -> list[str]:
-    lines = []
-    for kind, label in (("sklearn", "scikit-learn per task"), ("single_task", "single-task heads")):
-        if r.baselines.get(kind):
-            parts = [f"{t} {_fmt_metrics(m)}" for t, m in r.baselines[kind].items()]
-            lines.append(f"  {r.head} baseline, {label}: " + "; ".join(parts))
-    if r.affinity:
-        lines.append(f"  {r.head} task affinity (gradient cosine on the trunk):")
-        lines += ["    " + f"{t:<14}" + " ".join(f"{v:6.2f}" for v in row) for t, row in zip(r.tasks, r.affinity)]
-    return lines
-
-
-def _metrics_table(train_reports) -> list[str]:
-    if not train_reports:
-        return []
-    tasks = list(train_reports[0].metrics)
-    if all(set(m) == {"accuracy", "macro_f1", "n"} for r in train_reports for m in r.metrics.values()):
-        head = f"{'features':<10}" + "".join(f"{t + ' acc':>16}{t + ' F1':>16}" for t in tasks) + f"{'test rows':>11}"
-        lines = ["", "per-task test metrics (accuracy, macro-F1; split by a hash of id):", head]
-        for r in train_reports:
-            name = r.head.removeprefix("mtl-")
-            lines.append(f"{name:<10}" + "".join(f"{r.metrics[t]['accuracy']:>16.3f}{r.metrics[t]['macro_f1']:>16.3f}"
-                                                 for t in tasks) + f"{r.metrics[tasks[0]]['n']:>11}")
-    else:
-        lines = ["", "per-task test metrics (split by a hash of id):"]
-        lines += [f"  {r.head}: " + "; ".join(f"{t} {_fmt_metrics(m)}" for t, m in r.metrics.items())
-                  for r in train_reports]
-    for r in train_reports:
-        lines += _baseline_lines(r)
-    return lines
-
-
-def _demo_text(reports, queries, elapsed, root) -> str:
-    lines = _stage_lines(reports) + _metrics_table(reports.get("train", []))
-    lines += ["", "text → nearest items in fused__fused (image block masked for a text query):"]
-    for q in queries:
-        lines.append(f"  {q['query']!r} (v{q['version']}):")
-        for h in q["hits"]:
-            lines.append(f"    {h['id']:<12} {h['distance']:.3f}  [{h['group']}] {(h['text'] or '')[:60]}")
-    lines += ["", f"done in {elapsed:.1f} s. Store: {root / 'store'}. Try:",
-              f"  plait status --project {root}",
-              f"  plait query \"a red fruit\" --project {root} --where \"label_group = 'food-drink'\" --columns text,label_subgroups",
-              f"  plait dedup fused --project {root} --threshold 0.98"]
-    return "\n".join(lines)
+    cfg = ProjectConfig.load(root)
+    if cfg.fusions and cfg.heads:
+        return
+    store = open_store(cfg)
+    if not cfg.fusions:
+        have = {e.modality for e in cfg.encoders} | set(defaults.active_modalities(store))
+        inputs = tuple(m for m in MODALITIES if m in have)
+        if inputs:
+            cfg = defaults.write_default(root, "fusions", FusionConfig(name=DEFAULT_FUSION, inputs=inputs), _say,
+                                         why="the modalities of the configured encoders")
+    if not cfg.heads and cfg.fusions:
+        stored = defaults.store_label_columns(store)
+        labels = cfg.label_names() + [n for n in stored if n not in cfg.label_names()]
+        if labels:
+            fusion = cfg.fusions[0].name if len(cfg.fusions) == 1 else DEFAULT_FUSION
+            if fusion in [f.name for f in cfg.fusions]:
+                defaults.write_default(root, "heads", HeadConfig(name=DEFAULT_HEAD, fusion=fusion,
+                                                                 tasks=tuple(labels)), _say)
 
 
 def cmd_run(args) -> int:
-    root = Path(args.project).resolve()
+    root = _root(args)
+    _run_defaults(root)
+    _check_registries(root, encoders=True, fusions=True, heads=True)
     if _use_prefect(args, default=True):
         reports = _run_flow("pipeline", root)
     else:
         from flows import runner
 
         reports = runner.run_all(root)
-    _out(args, _reports_payload(reports), "\n".join(_stage_lines(reports) + _metrics_table(reports["train"])))
+    _out(args, reports_payload(reports), "\n".join(stage_lines(reports) + metrics_table(reports["train"])))
     return 0
 
 
 def cmd_ingest(args) -> int:
     """Ingest the configured sources, or MANIFEST with the mapping flags (then the source is
-    saved to plait.toml, so scheduled runs pick it up)."""
-    import dataclasses as dc
+    saved to plait.toml, so scheduled runs pick it up; the file's comments are kept)."""
+    from flows.config import SourceConfig, open_store
+    from flows.project_file import ProjectFile
 
-    from flows import runner
-    from flows.config import ProjectConfig, SourceConfig
-    from flows.stages.ingest import ingest
-    from store.db import Store
-
-    root = Path(args.project).resolve()
+    root = _root(args)
     if args.manifest:
-        cfg = ProjectConfig.load(root) if (root / "plait.toml").is_file() else ProjectConfig(root=root)
+        from flows.stages.ingest import ingest
+
+        pf = ProjectFile.open(root)
+        if not pf.existed:
+            pf.set_store("store")
+        cfg = pf.config()
         manifest = Path(args.manifest).resolve()
-        src = SourceConfig(name=args.source or manifest.stem, manifest=str(manifest), id=args.id,
-                           image=args.image or None, text=args.text or None,
-                           labels=tuple(x for x in (args.labels or "").split(",") if x),
+        if not manifest.exists():
+            from store.errors import ConfigError
+
+            raise ConfigError(f"manifest {manifest} does not exist", fix="check the path")
+        try:
+            saved = manifest.relative_to(root).as_posix()  # portable: the project folder can move
+        except ValueError:
+            saved = str(manifest)
+        labels = tuple(x.strip() for x in (args.labels or "").split(",") if x.strip())
+        src = SourceConfig(name=args.source or manifest.stem, manifest=saved, id=args.id,
+                           image=args.image or None, text=args.text or None, labels=labels,
                            captions=args.captions,
-                           allowed_roots=tuple(args.allow_root or ()))
-        reports = [ingest(Store(cfg.store_uri, cfg.storage_options), src, manifest, prune=args.prune or None)]
-        others = tuple(s for s in cfg.sources if s.name != src.name)
-        dc.replace(cfg, sources=others + (src,)).save()
-        _say(f"source {src.name!r} saved to {root / 'plait.toml'}")
+                           allowed_roots=tuple(str(Path(r).resolve()) for r in (args.allow_root or ())))
+        pf.upsert("sources", src)
+        cfg = pf.config()  # cross-checks the new source against the rest of the file before anything runs
+        reports = [ingest(open_store(cfg), src, manifest, prune=args.prune or None)]
+        pf.save()
+        _say(f"source {src.name!r} saved to {pf.path}")
     else:
+        from flows import runner
+        from flows.config import ProjectConfig
+
+        cfg = ProjectConfig.load(root)
+        if args.source and args.source not in [s.name for s in cfg.sources]:
+            from flows.config import _named
+
+            _named(cfg.sources, args.source, "source")
+        if not cfg.sources:
+            from store.errors import ConfigError
+
+            raise ConfigError(f"{root / 'plait.toml'} configures no [[sources]]",
+                              fix="plait ingest MANIFEST --labels A,B (saves the source), or plait init MANIFEST")
         reports = runner.run_ingest(root, args.source, prune=args.prune or None)
-    _out(args, {"ingest": [dataclasses.asdict(r) for r in reports]}, "\n".join(_stage_lines({"ingest": reports})))
+    _out(args, {"ingest": [dataclasses.asdict(r) for r in reports]}, "\n".join(stage_lines({"ingest": reports})))
     return 0
 
 
@@ -226,79 +190,97 @@ def _stage(args, stage: str, **params) -> dict:
     ``params`` are the keyword arguments shared by the flow and ``runner.run_<stage>``."""
     from flows import runner
 
-    root = Path(args.project).resolve()
+    root = _root(args)
     if _use_prefect(args, default=False):
         return _run_flow(stage, root, **params)
     return {stage: getattr(runner, f"run_{stage}")(root, **params)}
 
 
+def _check_registries(root: Path, encoders=False, fusions=False, heads=False) -> None:
+    """Kinds, methods and weightings named in plait.toml exist ("did you mean" otherwise)."""
+    from flows import defaults
+    from flows.config import ProjectConfig
+
+    cfg = ProjectConfig.load(root)
+    if encoders:
+        defaults.check_encoders(list(cfg.encoders), build=False)
+    if fusions:
+        defaults.check_fusion_methods(cfg.fusions)
+    if heads and cfg.heads:
+        defaults.check_weightings(cfg.heads)
+
+
 def cmd_embed(args) -> int:
+    from flows import defaults
+
+    root = _root(args)
+    chosen = []
+    if args.encoder:
+        from flows.runner import parse_encoder_args
+        from store.schema import MODALITIES
+
+        for item in args.encoder:
+            head, sep, rest = item.partition("=")
+            defaults.check_encoder_spec(rest if sep and head in MODALITIES else item, build=False)
+        chosen = [e for e in parse_encoder_args(args.encoder) if args.modality in (None, e.modality)]
+        for e in chosen:
+            defaults.check_encoder_spec(e.spec, e.modality)
+    else:
+        _check_registries(root, encoders=True)
     reports = _stage(args, "embed", modality=args.modality, encoders=args.encoder)
-    _out(args, _reports_payload(reports), "\n".join(_stage_lines(reports)))
+    if chosen:
+        from flows.project_file import record_encoders
+
+        for e in record_encoders(root, chosen):
+            _say(f"encoder {e.spec} ({e.modality}) recorded in {root / 'plait.toml'}: later runs embed with it too")
+    _out(args, reports_payload(reports), "\n".join(stage_lines(reports)))
     return 0
 
 
 def cmd_fuse(args) -> int:
+    from flows import defaults
+    from flows.config import ProjectConfig, open_store
+
+    root = _root(args)
+    cfg = ProjectConfig.load(root)
+    defaults.check_name(cfg, "fusion", args.name)
+    if not cfg.fusions:
+        cfg = defaults.write_default(root, "fusions", defaults.default_fusion(cfg, open_store(cfg)), _say)
+    defaults.check_fusion_methods([f for f in cfg.fusions if args.name in (None, f.name)])
     reports = _stage(args, "fuse", name=args.name, refit=args.refit)
-    _out(args, _reports_payload(reports), "\n".join(_stage_lines(reports)))
+    _out(args, reports_payload(reports), "\n".join(stage_lines(reports)))
     return 0
 
 
 def cmd_train(args) -> int:
+    from flows import defaults
+    from flows.config import ProjectConfig, open_store
+
+    root = _root(args)
+    cfg = ProjectConfig.load(root)
+    defaults.check_name(cfg, "head", args.name)
+    if not cfg.heads:
+        cfg = defaults.write_default(root, "heads", defaults.default_head(cfg, open_store(cfg)), _say)
+    defaults.check_weightings([h for h in cfg.heads if args.name in (None, h.name)])
     reports = _stage(args, "train", name=args.name, version=args.version, labels_version=args.labels_version)
-    _out(args, _reports_payload(reports), "\n".join(_stage_lines(reports) + _metrics_table(reports["train"])))
+    _out(args, reports_payload(reports), "\n".join(stage_lines(reports) + metrics_table(reports["train"])))
     return 0
 
 
 def cmd_score(args) -> int:
+    from flows import defaults
+    from flows.config import ProjectConfig
+
+    root = _root(args)
+    cfg = ProjectConfig.load(root)
+    defaults.check_name(cfg, "head", args.name)
+    if not cfg.heads:
+        from store.errors import ConfigError
+
+        raise ConfigError("plait.toml configures no [[heads]] to score with", fix="run plait train first")
     reports = _stage(args, "score", name=args.name)
-    _out(args, _reports_payload(reports), "\n".join(_stage_lines(reports)))
+    _out(args, reports_payload(reports), "\n".join(stage_lines(reports)))
     return 0
-
-
-def cmd_status(args) -> int:
-    from flows.config import open_project
-    from flows.maintenance import staleness
-    from store import registries, rejects
-
-    cfg, store = open_project(Path(args.project).resolve())
-    tables = store.status()
-    payload = {"project": str(cfg.root), "store": cfg.store_uri, "tables": tables,
-               "rejects_by_reason": rejects.counts_by_reason(store),
-               "encoders": [{k: r[k] for k in ("id", "modality", "spec", "dim", "fingerprint", "status")}
-                            for r in registries.rows(store, "encoders")],
-               "fusions": [{k: r[k] for k in ("id", "method", "fingerprint", "fused_table", "fused_version")}
-                           for r in registries.rows(store, "fusions")],
-               "heads": [{k: r[k] for k in ("id", "features_table", "features_version", "weighting")}
-                         for r in registries.rows(store, "heads")],
-               "indexes": _indexes(store, tables), "stale": staleness(store)}
-    w = max([len(t["name"]) for t in tables] + [10]) + 2
-    lines = [f"store {cfg.store_uri}", f"{'table':<{w}}{'rows':>9}{'version':>9}"]
-    lines += [f"{t['name']:<{w}}{t['rows']:>9}{t['version']:>9}" for t in tables]
-    for ix in payload["indexes"]:
-        state = "current" if ix["current"] else f"behind (table at v{ix['table_version']}; updated at the next query)"
-        lines.append(f"index {ix['kind']} on {ix['table']}: covers v{ix['version']}, {state}, recall@10 {ix['recall_at_10']}")
-    if payload["rejects_by_reason"]:
-        lines += ["rejects by stage and reason:"] + [f"  {k}: {v}" for k, v in payload["rejects_by_reason"].items()]
-    for kind in ("heads", "fusions"):
-        for entry in payload["stale"][kind]:
-            name = entry.get("head") or entry.get("fusion")
-            lines.append(f"stale {kind[:-1]} {name}: {'; '.join(entry['why'])} (fix: {entry['fix']})")
-    _out(args, payload, "\n".join(lines))
-    return 0
-
-
-def _indexes(store, tables: list[dict]) -> list[dict]:
-    from store.index import read_meta
-
-    out = []
-    for t in tables:
-        meta = read_meta(store, t["name"])
-        if meta:
-            out.append({"table": t["name"], "kind": meta["kind"], "version": meta["version"],
-                        "table_version": t["version"], "current": meta["version"] == t["version"],
-                        "recall_at_10": meta.get("recall_at_10")})
-    return out
 
 
 ENCODER_EXAMPLES = [
@@ -321,7 +303,7 @@ def cmd_encoders(args) -> int:
     from store import encoder_tables
     from store.errors import ConfigError
 
-    _, store = open_project(Path(args.project).resolve())
+    _, store = open_project(_root(args))
     if args.action in ("promote", "rollback"):
         if not args.target:
             raise ConfigError(f"plait encoders {args.action} needs a {'TABLE' if args.action == 'promote' else 'MODALITY'}",
@@ -339,14 +321,34 @@ def cmd_encoders(args) -> int:
 
 
 # --- parser -----------------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """argparse with a ``Fix:`` line under a usage error, like every other plait error."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        fix = f"see {self.prog} --help"
+        self.exit(2, f"{self.prog}: error: {terminal_safe(message)}\nFix: {fix}\n")
+
+
+def _version() -> str:
+    from store.lineage import plait_version
+
+    return f"plait {plait_version()}"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="plait", description="Embedding pipeline and feature store for cross-modal vectors.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="plait", description="Embedding pipeline and feature store for cross-modal vectors.")
+    p.add_argument("--version", action="version", version=_version(), help="print plait's version and exit")
+    p.add_argument("-v", "--verbose", action="store_true", default=False,
+                   help="Lance's own logging at info, and the traceback of an unexpected error")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name, fn, help, project_default="."):
-        sp = sub.add_parser(name, help=help)
+        sp = sub.add_parser(name, help=help, description=help)
         sp.add_argument("--project", default=project_default, help=f"project folder (default {project_default})")
         sp.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
+        sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="Lance's own logging at info, and the traceback of an unexpected error")
         sp.set_defaults(fn=fn)
         return sp
 
@@ -360,28 +362,34 @@ def build_parser() -> argparse.ArgumentParser:
     prefect_flag(sp)
     prefect_flag(add("run", cmd_run, "run every configured stage in order"))
     sp = add("ingest", cmd_ingest, "read a manifest into the items table")
-    sp.add_argument("manifest", nargs="?", help="Parquet/CSV/JSONL; default: the sources in plait.toml")
-    sp.add_argument("--source")
-    sp.add_argument("--id", default="id")
-    sp.add_argument("--image", default="image")
-    sp.add_argument("--text", default="text")
-    sp.add_argument("--labels", help="comma-separated label columns, each NAME or NAME:class|float|list")
+    sp.add_argument("manifest", nargs="?", help="Parquet/CSV/JSONL file or image folder; saved as a source in "
+                    "plait.toml (default: ingest the sources plait.toml lists)")
+    sp.add_argument("--source", help="source name (default: the manifest's file name without suffix); with no "
+                    "MANIFEST, ingest only this configured source")
+    sp.add_argument("--id", default="id", help="manifest column holding the item id (default id)")
+    sp.add_argument("--image", default="image", help="column holding an image path or bytes (default image; "
+                    "--image '' for none)")
+    sp.add_argument("--text", default="text", help="column holding the item's text (default text; --text '' for none)")
+    sp.add_argument("--labels", help="comma-separated label columns, each NAME or NAME:class|float|list "
+                    "(list cells: [\"a\", \"b\"] or a, b)")
     sp.add_argument("--captions", help="for an image folder: a table of id, text and label columns")
     sp.add_argument("--allow-root", action="append", help="a folder image paths may point into (repeatable; "
                     "default: the manifest's folder)")
     sp.add_argument("--prune", action="store_true",
                     help="remove the source's items that its manifest no longer lists (and their vectors)")
     sp = add("embed", cmd_embed, "run the configured encoders over new or changed items")
-    sp.add_argument("--modality", choices=["text", "image"])
+    sp.add_argument("--modality", choices=["text", "image"], help="only this modality")
     sp.add_argument("--encoder", action="append", metavar="[MODALITY=]SPEC",
-                    help="run this encoder instead of the configured ones (repeatable)")
+                    help="run this encoder instead of the configured ones (repeatable); recorded in plait.toml")
     prefect_flag(sp)
     sp = add("fuse", cmd_fuse, "materialize fused tables")
-    sp.add_argument("name", nargs="?")
+    sp.add_argument("name", nargs="?", help="fusion name (default: every configured fusion; with none configured, "
+                    "'fused' = concat of the active modalities, written to plait.toml)")
     sp.add_argument("--refit", action="store_true", help="refit the fusion instead of reusing saved params")
     prefect_flag(sp)
     sp = add("train", cmd_train, "train multi-task heads on a fused table")
-    sp.add_argument("name", nargs="?")
+    sp.add_argument("name", nargs="?", help="head name (default: every configured head; with none configured, "
+                    "'mtl' over every label column, written to plait.toml)")
     sp.add_argument("--version", type=int, help="pin the fused table version (default: latest); labels are then "
                     "read as they were when that version was written")
     sp.add_argument("--labels-version", type=int, help="pin the items version labels are read at")
@@ -389,32 +397,69 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("score", cmd_score, "write a head's predictions for every fused row into pred__HEAD")
     sp.add_argument("name", nargs="?", help="head name (default: every configured head)")
     prefect_flag(sp)
-    from flows import cli_search, cli_serve, cli_store
+    from flows import cli_project, cli_search, cli_serve, cli_status, cli_store
 
     cli_search.add_commands(add, _out)
     cli_store.add_commands(add, _out)
     cli_serve.add_commands(add, _out)
-    add("status", cmd_status, "tables, versions, rejects and lineage")
+    cli_project.add_commands(add, _out)
+    cli_status.add_commands(add, _out)
     sp = add("encoders", cmd_encoders, "list embedding tables; promote a candidate; roll back")
-    sp.add_argument("action", nargs="?", default="list", choices=["list", "promote", "rollback", "kinds"])
+    sp.add_argument("action", nargs="?", default="list", choices=["list", "promote", "rollback", "kinds"],
+                    help="list (default), kinds, promote TABLE, rollback MODALITY")
     sp.add_argument("target", nargs="?", help="TABLE for promote, MODALITY for rollback")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from flows.runtime import limit_malloc_arenas
+def _verbose_requested(argv: list[str]) -> bool:
+    return any(a in ("-v", "--verbose") for a in argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (0, or 2 with a message and a fix)."""
+    from flows.runtime import limit_malloc_arenas, quiet_broken_pipe
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     limit_malloc_arenas()
-    args = build_parser().parse_args(argv)
+    if _verbose_requested(argv):  # before LanceDB is imported: its logger reads these once
+        os.environ["LANCE_LOG"] = os.environ["LANCEDB_LOG"] = "info"
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version (0) and usage errors (2, with a Fix: line)
+        return e.code if isinstance(e.code, int) else 0
     if args.json:
         os.environ.setdefault("PLAIT_PROGRESS", "0")
     try:
-        return args.fn(args)
-    except PlaitError as e:
-        _say(f"plait: error: {e.user_message()}")
+        code = args.fn(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:  # `plait status | head -1`: the reader left; nothing to report
+        quiet_broken_pipe()
+        return 0
+    except KeyboardInterrupt:
+        _say("plait: interrupted (committed batches are kept; re-run to finish)")
+        return 130
+    except Exception as e:  # noqa: BLE001 - the one place every error becomes a message and a fix
+        return _fail(args, e)
+
+
+def _fail(args, e: Exception) -> int:
+    from flows.cli_errors import explain
+    from flows.runtime import quiet_broken_pipe
+
+    message, fix = explain(e)
+    if getattr(args, "verbose", False):
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+    try:
+        _say(f"plait: error: {terminal_safe(message, keep_newlines=True)}\nFix: {terminal_safe(fix)}")
         if args.json:
-            print(json.dumps({"error": str(e), "fix": e.fix}))
-        return 2
+            print(json.dumps({"error": message, "fix": fix}))
+            sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_broken_pipe()
+    return 2
 
 
 if __name__ == "__main__":

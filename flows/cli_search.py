@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from flows.cli_report import num
+from flows.terminal import terminal_safe
+
 
 def _store(args):
     from flows.config import open_project
@@ -17,8 +20,31 @@ def _store(args):
 
 
 def _cell(value, width: int) -> str:
-    text = "" if value is None else str(value).replace("\n", " ")
+    text = terminal_safe(value)  # user data: control characters shown, never executed
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def query_table(args) -> str:
+    """The table a query reads: ``--table``, else ``--fusion``, else the project's only fusion
+    (plait.toml's, else the store's), else ``fused`` when it is one of several."""
+    from flows.config import DEFAULT_FUSION, ProjectConfig, did_you_mean
+    from store.errors import ConfigError
+
+    if args.table or args.fusion:
+        return args.table or args.fusion
+    cfg = ProjectConfig.load(Path(args.project).resolve())
+    names = [f.name for f in cfg.fusions]
+    if not names:
+        from flows.config import open_store
+        from store import registries
+
+        names = sorted(r["id"] for r in registries.rows(open_store(cfg), "fusions"))
+    if len(names) == 1:
+        return names[0]
+    if not names or DEFAULT_FUSION in names:
+        return DEFAULT_FUSION
+    raise ConfigError(f"the project has {len(names)} fusions {names}: which one should the query search?"
+                      + did_you_mean(DEFAULT_FUSION, names), fix=f"pass --fusion NAME (one of {names}) or --table TABLE")
 
 
 def cmd_query(args, out) -> int:
@@ -29,7 +55,7 @@ def cmd_query(args, out) -> int:
                   vector=parse_vector(args.vector) if args.vector else None)
     query.kind()  # one of the four, before anything loads
     columns = tuple(c for c in args.columns.split(",") if c)
-    space = QuerySpace(_store(args), args.table or args.fusion, cross_modal=not args.no_cross_modal)
+    space = QuerySpace(_store(args), query_table(args), cross_modal=not args.no_cross_modal)
     answer = space.ask(query, SearchRequest(k=args.k, where=args.where, columns=columns, exact=args.exact))
     r = answer.result
     how = [f"{r.table}@v{r.version}", r.method]
@@ -42,12 +68,12 @@ def cmd_query(args, out) -> int:
     if answer.masked:
         blocks.append("masked: " + ", ".join(answer.masked))
     lines = [" · ".join(how) + (f" · {'; '.join(blocks)}" if blocks else "")]
-    lines += [f"note: {n}" for n in r.notes]
-    id_w = max([len(h.id) for h in r.hits] + [2]) + 2
+    lines += [f"note: {terminal_safe(n)}" for n in r.notes]
+    id_w = max([len(terminal_safe(h.id)) for h in r.hits] + [2]) + 2
     col_w = max(14, 72 // max(len(columns), 1))
     lines.append(f"{'#':>3}  {'id':<{id_w}}{'distance':>9}  " + "  ".join(f"{c:<{col_w}}" for c in columns))
     for rank, h in enumerate(r.hits, 1):
-        lines.append(f"{rank:>3}  {h.id:<{id_w}}{h.distance:>9.4f}  "
+        lines.append(f"{rank:>3}  {terminal_safe(h.id):<{id_w}}{num(h.distance):>9}  "
                      + "  ".join(f"{_cell(h.item.get(c), col_w):<{col_w}}" for c in columns))
     if not r.hits:
         lines.append("  (no matches)")
@@ -67,7 +93,7 @@ def cmd_index(args, out) -> int:
         config = IvfPqConfig(partitions=args.partitions, sub_vectors=args.sub_vectors, nprobes=args.nprobes,
                              refine_factor=args.refine_factor)
     report = search.build_index(args.kind, config, rebuild=args.rebuild)
-    recall = "n/a" if report.recall_at_10 is None else f"{report.recall_at_10:.3f}"
+    recall = num(report.recall_at_10, 3)
     text = (f"{report.table}@v{report.version}: index {report.action} ({args.kind}), {report.rows} rows, "
             f"+{report.added} -{report.removed}, {report.seconds:.2f} s, recall@10 vs exact {recall}\n"
             f"saved to {report.path}")
@@ -82,11 +108,18 @@ def cmd_index(args, out) -> int:
 
 
 def cmd_api(args, out) -> int:
-    from flows.api import serve
+    import sys
+
+    from flows.api import bind_warning, resolve_api_key, serve
 
     store = _store(args)
-    print(f"plait api on http://{args.host}:{args.port} (store {store.uri}); docs at /docs", flush=True)
-    serve(store, args.host, args.port)
+    key = resolve_api_key(args.api_key)
+    warning = bind_warning(args.host, key)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    print(f"plait api on http://{args.host}:{args.port}: search page at /, docs at /docs"
+          + (" (API key required)" if key else ""), flush=True)
+    serve(store, args.host, args.port, api_key=key)
     return 0
 
 
@@ -99,7 +132,7 @@ def cmd_dedup(args, out) -> int:
     lines = [f"{r.table}@v{r.version} ({r.method}): {r.rows} rows, {r.pairs} pairs with cosine >= {r.threshold}, "
              f"{r.groups} groups holding {r.rows_in_groups} rows (largest {r.largest_group}), {r.seconds:.2f} s",
              f"group id per row -> {r.output_table}@v{r.output_version}"]
-    lines += ["  " + ", ".join(g) for g in r.examples]
+    lines += ["  " + ", ".join(terminal_safe(x) for x in g) for g in r.examples]
     out(args, dataclasses.asdict(r), "\n".join(lines))
     return 0
 
@@ -111,7 +144,7 @@ def cmd_cluster(args, out) -> int:
     store = _store(args)
     r = cluster(store, resolve_table(store, args.table),
                 ClusterConfig(k=args.k, epochs=args.epochs, silhouette_sample=args.silhouette_sample, seed=args.seed))
-    sil = "n/a" if r.silhouette is None else f"{r.silhouette:.3f}"
+    sil = num(r.silhouette, 3)
     lines = [f"{r.table}@v{r.version}: {r.k} clusters over {r.rows} rows in {r.seconds:.2f} s; silhouette (cosine, "
              f"{r.silhouette_sample} sampled rows) {sil}; mean squared distance {r.inertia:.4f}",
              f"cluster id per row -> {r.output_table}@v{r.output_version}; centroids -> "
@@ -132,8 +165,9 @@ def add_commands(add, out) -> None:
     sp.add_argument("--image", help="an image file to query with")
     sp.add_argument("--id", help="an id in the table: its neighbours (itself left out)")
     sp.add_argument("--vector", help="a raw vector: JSON list, comma-separated floats, or a .npy file")
-    sp.add_argument("--table", help="a vector table, or a fusion name (default: the fusion --fusion)")
-    sp.add_argument("--fusion", default="fused", help="fusion to query when --table is not given (default fused)")
+    sp.add_argument("--table", help="a vector table (fused__NAME, emb__…), or a fusion name")
+    sp.add_argument("--fusion", help="fusion to query when --table is not given (default: the project's only "
+                    "fusion, or 'fused')")
     sp.add_argument("-k", type=int, default=10, help="neighbours to return (1..1000)")
     sp.add_argument("--columns", default="text", help="item columns to show, comma-separated (default text)")
     sp.add_argument("--where", help="SQL filter on item columns, e.g. \"source = 'shop' AND label_group = 'animals'\"")
@@ -147,25 +181,29 @@ def add_commands(add, out) -> None:
                     help="hnsw: in-memory faiss graph (fast); ivf_pq: LanceDB's on-disk index (small memory)")
     sp.add_argument("--rebuild", action="store_true", help="rebuild instead of updating incrementally")
     sp.add_argument("--m", type=int, default=32, help="HNSW links per node")
-    sp.add_argument("--ef-construction", type=int, default=80)
-    sp.add_argument("--ef-search", type=int, default=64)
+    sp.add_argument("--ef-construction", type=int, default=80, help="HNSW build beam width (default 80)")
+    sp.add_argument("--ef-search", type=int, default=64, help="HNSW search beam width (default 64)")
     sp.add_argument("--partitions", type=int, help="IVF_PQ partitions (default sqrt(rows))")
     sp.add_argument("--sub-vectors", type=int, help="IVF_PQ sub-vectors (default dim/16)")
-    sp.add_argument("--nprobes", type=int, default=32)
-    sp.add_argument("--refine-factor", type=int, default=10)
+    sp.add_argument("--nprobes", type=int, default=32, help="IVF_PQ partitions searched per query (default 32)")
+    sp.add_argument("--refine-factor", type=int, default=10,
+                    help="IVF_PQ candidates re-ranked exactly, as a multiple of k (default 10)")
 
     sp = add("api", bind(cmd_api), "serve /search and /items/{id} over HTTP")
-    sp.add_argument("--host", default="127.0.0.1")
-    sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sp.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sp.add_argument("--api-key", help="require this key (X-API-Key header) on every route but /health and the page; "
+                    "default $PLAIT_API_KEY (prefer the variable: flags show in ps)")
 
     sp = add("dedup", bind(cmd_dedup), "near-duplicate groups; stores a group id per row in dedup__TABLE")
-    sp.add_argument("table")
+    sp.add_argument("table", help="a vector table or a fusion name")
     sp.add_argument("--threshold", type=float, default=0.95, help="cosine similarity for a duplicate pair")
     sp.add_argument("--neighbours", type=int, default=10, help="neighbours looked at per row")
 
     sp = add("cluster", bind(cmd_cluster), "k-means clusters; stores a cluster id per row and the centroids")
-    sp.add_argument("table")
-    sp.add_argument("--k", type=int, default=16)
-    sp.add_argument("--epochs", type=int, default=2)
-    sp.add_argument("--silhouette-sample", type=int, default=5000)
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("table", help="a vector table or a fusion name")
+    sp.add_argument("--k", type=int, default=16, help="number of clusters (default 16)")
+    sp.add_argument("--epochs", type=int, default=2, help="passes over the streamed rows (default 2)")
+    sp.add_argument("--silhouette-sample", type=int, default=5000,
+                    help="rows sampled for the silhouette score (default 5000)")
+    sp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -2,11 +2,22 @@
 
 The CLI parses flags into these same dataclasses, so a flag and a project-file entry can
 never mean different things. Relative paths resolve against the project folder.
+
+Loading is strict, because a mistake that is silently ignored costs an hour later: an
+unknown section, key or name (a head's fusion, a task no source labels, a fusion input) is a
+:class:`ConfigError` that says "did you mean …", and a value of the wrong type (``uri = 5``)
+names the key and the expected type. The sections, keys and types accepted are read from the
+dataclasses' fields, so adding a field never needs a second edit here. Writing goes through
+:mod:`flows.project_file` (tomlkit), which keeps the user's comments and order.
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import tomllib
-from dataclasses import asdict, dataclass, field
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,9 +28,16 @@ if TYPE_CHECKING:
     from store.db import Store
 
 PROJECT_FILE = "plait.toml"
-
+DEFAULT_FUSION = "fused"  # what `plait fuse` builds when plait.toml has no [[fusions]]
+DEFAULT_HEAD = "mtl"  # what `plait train` trains when plait.toml has no [[heads]]
 
 LABEL_TYPES = ("class", "float", "list")
+
+
+def did_you_mean(word, choices) -> str:
+    """``"; did you mean 'labels'?"`` when a choice is close to ``word`` (difflib), else ``""``."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +49,7 @@ class SourceConfig:
     without extension). ``labels`` entries are ``NAME`` or ``NAME:TYPE`` with TYPE one of
     class (default), float, list. Image paths must resolve inside ``allowed_roots``
     (default: the manifest's folder), so a manifest cannot point plait at arbitrary files.
+    ``image = ""`` / ``text = ""`` in plait.toml mean "no such column" (TOML has no null).
     """
 
     name: str
@@ -48,8 +67,12 @@ class SourceConfig:
             raise ConfigError(f"source {self.name!r} maps neither an image nor a text column",
                               fix="set image = \"COL\" and/or text = \"COL\"")
         for name, kind in self.label_types().items():
+            if not name:
+                raise ConfigError(f"source {self.name!r} has an empty label name in {list(self.labels)}",
+                                  fix="write labels as NAME or NAME:TYPE, e.g. labels = [\"category\", \"price:float\"]")
             if kind not in LABEL_TYPES:
-                raise ConfigError(f"label {name!r} of source {self.name!r} has unknown type {kind!r}",
+                raise ConfigError(f"label {name!r} of source {self.name!r} has unknown type {kind!r}"
+                                  + did_you_mean(kind, LABEL_TYPES),
                                   fix=f"write NAME:TYPE with TYPE in {list(LABEL_TYPES)}")
 
     def label_types(self) -> dict[str, str]:
@@ -67,7 +90,8 @@ class EncoderConfig:
 
     def __post_init__(self):
         if self.modality not in MODALITIES:
-            raise ConfigError(f"encoder modality {self.modality!r} unknown", fix=f"use one of {list(MODALITIES)}")
+            raise ConfigError(f"encoder modality {self.modality!r} unknown" + did_you_mean(self.modality, MODALITIES),
+                              fix=f"use one of {list(MODALITIES)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,9 +109,15 @@ class FusionConfig:
     batch_rows: int = 20_000  # rows transformed and written per commit
 
     def __post_init__(self):
-        bad = [m for m in self.inputs if m not in MODALITIES]
-        if bad or not self.inputs:
-            raise ConfigError(f"fusion {self.name!r} inputs {bad or self.inputs} invalid", fix=f"use modalities {list(MODALITIES)}")
+        if not self.inputs:
+            raise ConfigError(f"fusion {self.name!r} has no inputs", fix=f"list modalities: inputs = {list(MODALITIES)}")
+        for m in self.inputs:
+            if m not in MODALITIES:
+                raise ConfigError(f"fusion {self.name!r} input {m!r} is not a modality" + did_you_mean(m, MODALITIES),
+                                  fix=f"use modalities {list(MODALITIES)}")
+        if self.fit_rows < 1 or self.batch_rows < 1:
+            raise ConfigError(f"fusion {self.name!r}: fit_rows and batch_rows must be positive",
+                              fix="e.g. fit_rows = 50000, batch_rows = 20000")
 
     def method_params(self) -> dict:
         return dict(self.params)
@@ -112,6 +142,27 @@ class HeadConfig:
     def __post_init__(self):
         if not self.tasks:
             raise ConfigError(f"head {self.name!r} has no tasks", fix="list label columns in tasks = [...]")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"head {self.name!r} lists a task twice: {list(self.tasks)}", fix="list each task once")
+        if self.weighting == "fixed":
+            ones = ", ".join(["1.0"] * len(self.tasks))
+            weights = self.weighting_params.get("weights")
+            if weights is None:
+                raise ConfigError(f"head {self.name!r}: weighting = \"fixed\" needs weights, one per task "
+                                  f"{list(self.tasks)}",
+                                  fix=f"add weighting_params = {{ weights = [{ones}] }}, or use weighting = \"equal\"")
+            if (not isinstance(weights, (list, tuple)) or len(weights) != len(self.tasks)
+                    or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights)):
+                raise ConfigError(f"head {self.name!r}: fixed weights {weights!r} must be {len(self.tasks)} "
+                                  f"non-negative numbers, one per task {list(self.tasks)}",
+                                  fix=f"e.g. weighting_params = {{ weights = [{ones}] }}")
+        for key in ("hidden", "depth", "max_epochs"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"head {self.name!r}: {key} = {getattr(self, key)}", fix=f"use {key} >= 1")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"head {self.name!r}: dropout = {self.dropout}", fix="use 0 <= dropout < 1")
+        if self.lr <= 0:
+            raise ConfigError(f"head {self.name!r}: lr = {self.lr}", fix="use a positive learning rate, e.g. 0.001")
 
 
 RUNNER_KINDS = ("local", "dask", "ray")
@@ -131,9 +182,12 @@ class RunnerConfig:
 
     def __post_init__(self):
         if self.kind not in RUNNER_KINDS:
-            raise ConfigError(f"runner kind {self.kind!r} unknown", fix=f"use one of {list(RUNNER_KINDS)}")
+            raise ConfigError(f"runner kind {self.kind!r} unknown" + did_you_mean(self.kind, RUNNER_KINDS),
+                              fix=f"use one of {list(RUNNER_KINDS)}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"runner workers = {self.workers}", fix="use workers >= 1")
+        if self.shards is not None and self.shards < 1:
+            raise ConfigError(f"runner shards = {self.shards}", fix="use shards >= 1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -183,84 +237,273 @@ class ProjectConfig:
     def head(self, name: str) -> HeadConfig:
         return _named(self.heads, name, "head")
 
+    def label_names(self) -> list[str]:
+        """Every label column the sources declare, in order."""
+        return list(dict.fromkeys(n for s in self.sources for n in s.label_types()))
+
+    def check_names(self) -> None:
+        """Cross-check names between sections: unique names, each head's fusion, each task
+        against the sources' label columns (when sources are configured). Raises ConfigError
+        with "did you mean …"."""
+        for kind, items in (("source", self.sources), ("fusion", self.fusions), ("head", self.heads)):
+            names = [x.name for x in items]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ConfigError(f"{PROJECT_FILE}: {kind} name(s) {twice} used more than once",
+                                  fix=f"give every [[{kind}s]] entry its own name")
+        fusions = [f.name for f in self.fusions] or [DEFAULT_FUSION]
+        for h in self.heads:
+            if h.fusion not in fusions:
+                raise ConfigError(f"head {h.name!r} reads fusion {h.fusion!r}, which is not configured"
+                                  + did_you_mean(h.fusion, fusions),
+                                  fix=f"use one of {fusions}, or add a [[fusions]] entry named {h.fusion!r}")
+        labels = self.label_names()
+        if not self.sources:
+            return  # labels come from sources; without any, the store is the only judge (plait validate)
+        for kind, items in (("head", self.heads), ("fusion", self.fusions)):
+            for x in items:
+                for t in x.tasks:
+                    if t not in labels:
+                        raise ConfigError(f"{kind} {x.name!r} task {t!r} is not a label column of any source"
+                                          + did_you_mean(t, labels),
+                                          fix=f"use label columns {labels}, or add {t!r} to a source's labels")
+
     # --- TOML ------------------------------------------------------------------------------
     @classmethod
     def load(cls, root: str | Path) -> "ProjectConfig":
         root = Path(root).resolve()
         f = root / PROJECT_FILE
         if not f.is_file():
-            raise ConfigError(f"no {PROJECT_FILE} in {root}", fix="run plait demo, or write a plait.toml (see README)")
+            if f.exists():
+                raise ConfigError(f"{f} is not a file", fix=f"remove it and write a {PROJECT_FILE} (plait init)")
+            raise ConfigError(f"no {PROJECT_FILE} in {root}",
+                              fix="run plait init [MANIFEST] to write one, or plait demo (see README)")
         try:
-            raw = tomllib.loads(f.read_text())
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{f} is not UTF-8 text (byte {e.start})", fix="save it as UTF-8") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read {f}: {e.strerror or e}", fix="check the file's permissions") from None
+        return cls.parse(text, root, where=str(f))
+
+    @classmethod
+    def parse(cls, text: str, root: Path, where: str = PROJECT_FILE) -> "ProjectConfig":
+        """``plait.toml`` text → a checked ProjectConfig (what :meth:`load` and every writer use)."""
+        try:
+            raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{f} is not valid TOML: {e}", fix="fix the line named above") from e
-        if not isinstance(raw.get("store", {}), dict):
-            raise ConfigError(f"{f}: 'store' must be a table", fix='write it as: [store] then uri = "store"')
-        try:
-            return cls(
-                root=root,
-                store=raw.get("store", {}).get("uri", "store"),
-                storage_options=dict(raw.get("store", {}).get("storage_options", {})),
-                sources=tuple(SourceConfig(**_tuples(s)) for s in raw.get("sources", [])),
-                encoders=tuple(EncoderConfig(**e) for e in raw.get("encoders", [])),
-                fusions=tuple(FusionConfig(**_tuples(x)) for x in raw.get("fusions", [])),
-                heads=tuple(HeadConfig(**_tuples(h)) for h in raw.get("heads", [])),
-                runner=RunnerConfig(**raw.get("runner", {})),
-                schedule=ScheduleConfig(**raw.get("schedule", {})),
-            )
-        except TypeError as e:
-            raise ConfigError(f"{f}: {e}", fix="remove or rename the unknown key") from e
+            raise ConfigError(f"{where} is not valid TOML: {e}", fix="fix the line named above") from None
+        arrays, tables = _sections()
+        known = ["store", *arrays, *tables]
+        for key in raw:
+            if key not in known:
+                raise ConfigError(f"{where}: unknown section [{key}]" + did_you_mean(key, known),
+                                  fix=f"sections are {', '.join(_section_names(arrays, tables))}")
+        store = raw.get("store", {})
+        if not isinstance(store, dict):
+            raise ConfigError(f"{where}: 'store' must be a table", fix='write it as: [store] then uri = "store"')
+        kw = _values(_StoreSection, store, f"{where} [store]")
+        if not kw.get("uri", "store"):
+            raise ConfigError(f"{where} [store]: uri is empty", fix='write uri = "store" (a folder) or "s3://bucket/prefix"')
+        out: dict = {"root": Path(root), "store": kw.get("uri", "store"),
+                     "storage_options": kw.get("storage_options", {})}
+        for name, kind in arrays.items():
+            entries = raw.get(name, [])
+            if not isinstance(entries, list):
+                raise ConfigError(f"{where}: '{name}' must be an array of tables",
+                                  fix=f"write each entry under its own [[{name}]] header")
+            out[name] = tuple(_build(kind, e, f"{where} [[{name}]] #{k + 1}") for k, e in enumerate(entries))
+        for name, kind in tables.items():
+            section = raw.get(name, {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"{where}: '{name}' must be a table", fix=f"write it under a [{name}] header")
+            out[name] = _build(kind, section, f"{where} [{name}]")
+        cfg = cls(**out)
+        cfg.check_names()
+        return cfg
 
     def to_toml(self) -> str:
-        lines = ["# plait project file: see README.md", "[store]", f"uri = {_q(self.store)}", ""]
-        if self.storage_options:
-            lines[-1:-1] = [f"storage_options = {_q(self.storage_options)}"]
-        for name, section in (("runner", self.runner), ("schedule", self.schedule)):
-            values = {k: v for k, v in asdict(section).items() if v is not None}
-            if values != {k: v for k, v in asdict(type(section)()).items() if v is not None}:
-                lines += [f"[{name}]"] + [f"{k} = {_q(v)}" for k, v in values.items()] + [""]
-        for table, items in (("sources", self.sources), ("encoders", self.encoders),
-                             ("fusions", self.fusions), ("heads", self.heads)):
-            for item in items:
-                lines.append(f"[[{table}]]")
-                lines += [f"{k} = {_q(v)}" for k, v in asdict(item).items() if v is not None and v != {}]
-                lines.append("")
-        return "\n".join(lines)
+        from flows.project_file import ProjectFile
+
+        return ProjectFile.new(self.root).sync(self).text()
 
     def save(self) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        f = self.root / PROJECT_FILE
-        f.write_text(self.to_toml())
-        return f
+        """Write this config to plait.toml; an existing file is edited in place (tomlkit), so
+        its comments and order survive."""
+        from flows.project_file import ProjectFile
+
+        return ProjectFile.open(self.root).sync(self).save()
+
+
+@dataclass(frozen=True, kw_only=True)
+class _StoreSection:
+    """The ``[store]`` table (flattened into ProjectConfig.store / storage_options)."""
+
+    uri: str = "store"
+    storage_options: dict = field(default_factory=dict)
 
 
 def open_project(root: str | Path) -> tuple[ProjectConfig, "Store"]:
-    """The project file and its store, without importing any stage (keeps status snappy)."""
+    """The project file and its store, without importing any stage (keeps status snappy).
+    A store that cannot be opened (a path that is a file, an unreachable object store) is a
+    ConfigError naming the URI, not a traceback from LanceDB."""
+    cfg = ProjectConfig.load(root)
+    return cfg, open_store(cfg)
+
+
+def open_store(cfg: ProjectConfig) -> "Store":
     from store.db import Store
 
-    cfg = ProjectConfig.load(root)
-    return cfg, Store(cfg.store_uri, cfg.storage_options)
+    uri = cfg.store_uri
+    if "://" not in uri:
+        p = Path(uri)
+        blocker = next((q for q in (p, *p.parents) if q.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise ConfigError(f"store {uri} cannot be a folder: {blocker} is a file",
+                              fix=f"point [store] uri in {PROJECT_FILE} at a folder (or move the file away)")
+    try:
+        return Store(uri, cfg.storage_options)
+    except (ValueError, OSError, RuntimeError) as e:
+        if "://" not in uri:
+            raise
+        raise ConfigError(f"cannot open the store {uri}: {_short(e)}",
+                          fix="check the URI, the endpoint and credentials in [store.storage_options], "
+                              "and that the bucket is reachable from this machine") from None
+
+
+def _short(e: Exception, limit: int = 300) -> str:
+    """The useful part of an object-store error from Rust (a page of nested structs): the
+    URL asked and the cause (``Connection refused``, a DNS failure, an HTTP status)."""
+    import re
+
+    text = str(e).strip()
+    url = re.search(r"uri: Some\(([^)\s]+)\)", text)
+    causes = re.findall(r'message: "([^"]+)"', text) or re.findall(r"(dns error[^\\\"}]*|error sending request"
+                                                                  r"|[Tt]imed? ?out|Forbidden|NoSuchBucket|"
+                                                                  r"Access Denied|InvalidAccessKeyId)", text)
+    if url or causes:
+        where = f"{url.group(1).split('?')[0]}: " if url else ""
+        return (where + "; ".join(dict.fromkeys(causes)) or text)[:limit]
+    first = text.splitlines()[0] if text else type(e).__name__
+    return first.split(", location: Location")[0][:limit]
 
 
 def _named(items, name, kind):
     for x in items:
         if x.name == name:
             return x
-    raise ConfigError(f"no {kind} named {name!r}; configured: {[x.name for x in items]}",
-                      fix=f"add it to {PROJECT_FILE} or pick a configured one")
+    names = [x.name for x in items]
+    raise ConfigError(f"no {kind} named {name!r}; configured: {names}" + did_you_mean(name, names),
+                      fix=f"use one of {names}, or add a [[{kind}s]] entry to {PROJECT_FILE}" if names else
+                      f"add a [[{kind}s]] entry to {PROJECT_FILE}, or leave the name out for the default")
 
 
-def _tuples(d: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+# --- strict parsing, driven by the dataclass fields ----------------------------------------------
+def _sections() -> tuple[dict[str, type], dict[str, type]]:
+    """ProjectConfig fields that are sections: ``tuple[X, ...]`` → ``[[name]]``, ``X`` → ``[name]``."""
+    hints = typing.get_type_hints(ProjectConfig)
+    arrays, tables = {}, {}
+    for f in dataclasses.fields(ProjectConfig):
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            tables[f.name] = t
+        elif typing.get_origin(t) is tuple and dataclasses.is_dataclass(typing.get_args(t)[0]):
+            arrays[f.name] = typing.get_args(t)[0]
+    return arrays, tables
 
 
-def _q(v) -> str:
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {_q(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, (tuple, list)):
-        return "[" + ", ".join(_q(x) for x in v) + "]"
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _section_names(arrays, tables) -> list[str]:
+    return ["[store]"] + [f"[[{a}]]" for a in arrays] + [f"[{t}]" for t in tables]
+
+
+def config_keys(kind: type) -> list[str]:
+    """The keys a section accepts: the dataclass's init fields."""
+    return [f.name for f in dataclasses.fields(kind) if f.init]
+
+
+def _values(kind: type, raw, where: str) -> dict:
+    """Check ``raw`` against ``kind``'s fields (names, required keys, types) → constructor kwargs."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table, not {_tname(raw)}", fix="write key = value lines under the header")
+    keys = config_keys(kind)
+    for key in raw:
+        if key not in keys:
+            raise ConfigError(f"{where}: unknown key {key!r}" + did_you_mean(key, keys),
+                              fix=f"rename or remove it; keys here are {keys}")
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    missing = [k for k in keys if k not in raw and fields[k].default is dataclasses.MISSING
+               and fields[k].default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where} lacks required key(s) {missing}", fix=f"add {missing[0]} = ... to that entry")
+    hints = typing.get_type_hints(kind)
+    return {k: _coerce(v, hints[k], f"{where}: {k}", k) for k, v in raw.items()}
+
+
+def _build(kind: type, raw, where: str):
+    kw = _values(kind, raw, where)
+    try:
+        return kind(**kw)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}", fix=e.fix) from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}", fix="correct the value named above") from None
+
+
+def _optional(hint) -> tuple[bool, object]:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return True, args[0] if len(args) == 1 else hint
+    return False, hint
+
+
+def _coerce(value, hint, where: str, key: str):
+    """A TOML value as the field's type, or a ConfigError that names the expected type."""
+    optional, base = _optional(hint)
+    if optional and (value is None or value == ""):
+        return None  # "" is how plait.toml writes "none" (TOML has no null)
+    if base is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} = {_show(value)} is {_tname(value)}, expected a string",
+                          fix=f'quote it: {key} = "{value}"')
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} = {_show(value)} is {_tname(value)}, expected true or false",
+                          fix=f"write {key} = true or {key} = false")
+    if base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} = {_show(value)} is {_tname(value)}, expected a whole number",
+                          fix=f"write {key} = 1000 (no quotes)")
+    if base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} = {_show(value)} is {_tname(value)}, expected a number",
+                          fix=f"write {key} = 0.5 (no quotes)")
+    if base is dict or typing.get_origin(base) is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"{where} = {_show(value)} is {_tname(value)}, expected a table",
+                          fix=f"write {key} = {{ name = value }}")
+    if typing.get_origin(base) is tuple:
+        if isinstance(value, list) and all(isinstance(x, str) for x in value):
+            return tuple(value)
+        example = '["a", "b"]'
+        if isinstance(value, str):
+            raise ConfigError(f"{where} = {_show(value)} is a string, expected a list of strings",
+                              fix=f'write {key} = ["{value}"]' if "," not in value else
+                              f"write {key} = {[x.strip() for x in value.split(',')]}".replace("'", '"'))
+        raise ConfigError(f"{where} = {_show(value)} is {_tname(value)}, expected a list of strings",
+                          fix=f"write {key} = {example}")
+    return value
+
+
+def _tname(value) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

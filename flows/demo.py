@@ -43,3 +43,20 @@ def prepare(root: Path, data: Path | None = None, cache: Path | None = None) -> 
     if moved or not (root / "plait.toml").is_file():
         demo_config(root, manifest, package).save()
     return ProjectConfig.load(root), package
+
+
+def queries(cfg: ProjectConfig) -> list[dict]:
+    """The demo's text queries against ``fused__fused``, as plain dicts (hits with distances)."""
+    from flows.config import open_store
+    from flows.stages.query import Query, QuerySpace
+    from store.search import SearchRequest
+
+    space = QuerySpace(open_store(cfg), "fused")
+    out = []
+    for text in QUERIES:
+        q = space.ask(Query(text=text), SearchRequest(k=3, columns=("text", "label_group")))
+        out.append({"query": text, "table": q.result.table, "version": q.result.version, "used": q.used,
+                    "masked": q.masked, "hits": [{"id": h.id, "distance": round(h.distance, 4) + 0.0,
+                                                  "text": h.item.get("text"), "group": h.item.get("label_group")}
+                                                 for h in q.result.hits]})
+    return out

@@ -21,3 +21,18 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return bool(ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, arenas))
     except (OSError, AttributeError):
         return False
+
+
+def quiet_broken_pipe() -> None:
+    """After a ``BrokenPipeError`` on stdout (``plait status | head -1``): point stdout at
+    /dev/null so the interpreter's final flush does not raise again ("Exception ignored …").
+
+    Why: the reader leaving early is normal in a pipeline; a traceback there is noise."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (tests capture stdout)
+        pass

@@ -1,0 +1,117 @@
+"""How the CLI renders stage reports as text (``--json`` prints the reports themselves).
+
+User data (ids, texts, labels) goes through :func:`flows.terminal.terminal_safe`; numbers
+through :func:`num`, so a distance never prints as ``-0.0000``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from flows.terminal import terminal_safe
+
+
+def num(value, digits: int = 4) -> str:
+    """``value`` with ``digits`` decimals; ``-0.0000`` becomes ``0.0000``, None/NaN ``n/a``."""
+    if value is None:
+        return "n/a"
+    value = float(value)
+    if math.isnan(value):
+        return "n/a"
+    rounded = round(value, digits) + 0.0  # -0.0 + 0.0 == +0.0
+    return f"{rounded:.{digits}f}"
+
+
+def clean_zeros(obj):
+    """A JSON payload with every float ``-0.0`` made ``0.0`` (for --json output)."""
+    if isinstance(obj, float):
+        return obj + 0.0
+    if isinstance(obj, dict):
+        return {k: clean_zeros(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_zeros(v) for v in obj]
+    return obj
+
+
+def reports_payload(reports: dict) -> dict:
+    return {k: v if k == "flow_run" else [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r for r in v]
+            for k, v in reports.items()}
+
+
+def stage_lines(reports: dict) -> list[str]:
+    lines = []
+    for r in reports.get("ingest", []):
+        lines.append(f"ingest {r.source}: {r.rows} rows read, {r.written} written, {r.unchanged} unchanged, "
+                     f"{r.rejected} rejected, {r.partial} kept without a bad part"
+                     + (f", {r.pruned} pruned" if r.pruned else "") + f" (items@v{r.items_version})")
+    lines += ["embed " + r.summary() + f" (v{r.version})" for r in reports.get("embed", [])]
+    lines += ["fuse " + r.summary() + f" (v{r.version})" for r in reports.get("fuse", [])]
+    for r in reports.get("train", []):
+        how = "reused (same config, features and labels)" if r.reused else "trained"
+        lines.append(f"train {r.head}@v{r.version} on {r.features_table}@v{r.features_version}, labels from "
+                     f"items@v{r.labels_version}: {how}")
+    lines += [f"score {r.head}@v{r.head_version}: {r.scored} rows scored, {r.unchanged} unchanged → {r.table}"
+              for r in reports.get("score", [])]
+    done = reports.get("optimize", [])
+    if done:
+        freed = sum(d["bytes_removed"] for d in done) / 1e6
+        lines.append(f"optimize: {len(done)} tables compacted, "
+                     f"{sum(d['versions_before'] - d['versions_after'] for d in done)} old versions removed "
+                     f"({freed:.1f} MB), pinned versions kept")
+    return lines
+
+
+def _fmt_metrics(m: dict) -> str:
+    names = {"accuracy": "acc", "macro_f1": "F1", "micro_f1": "micro-F1", "rmse": "RMSE"}
+    return " ".join(f"{names.get(k, k)} {num(v, 3)}" for k, v in m.items() if k != "n")
+
+
+def _baseline_lines(r) -> list[str]:
+    lines = []
+    for kind, label in (("sklearn", "scikit-learn per task"), ("single_task", "single-task heads")):
+        if r.baselines.get(kind):
+            parts = [f"{terminal_safe(t)} {_fmt_metrics(m)}" for t, m in r.baselines[kind].items()]
+            lines.append(f"  {r.head} baseline, {label}: " + "; ".join(parts))
+    if r.affinity:
+        lines.append(f"  {r.head} task affinity (gradient cosine on the trunk):")
+        lines += ["    " + f"{terminal_safe(t):<14}" + " ".join(f"{num(v, 2):>6}" for v in row) for t, row in zip(r.tasks, r.affinity)]
+    return lines
+
+
+def metrics_table(train_reports) -> list[str]:
+    if not train_reports:
+        return []
+    tasks = list(train_reports[0].metrics)
+    same = all(list(r.metrics) == tasks for r in train_reports)
+    if same and all(set(m) == {"accuracy", "macro_f1", "n"} for r in train_reports for m in r.metrics.values()):
+        head = f"{'features':<10}" + "".join(f"{terminal_safe(t) + ' acc':>16}{terminal_safe(t) + ' F1':>16}"
+                                             for t in tasks) + f"{'test rows':>11}"
+        lines = ["", "per-task test metrics (accuracy, macro-F1; split by a hash of id):", head]
+        for r in train_reports:
+            name = r.head.removeprefix("mtl-")
+            lines.append(f"{name:<10}" + "".join(f"{num(r.metrics[t]['accuracy'], 3):>16}{num(r.metrics[t]['macro_f1'], 3):>16}"
+                                                 for t in tasks) + f"{r.metrics[tasks[0]]['n']:>11}")
+    else:
+        lines = ["", "per-task test metrics (split by a hash of id):"]
+        lines += [f"  {r.head}: " + "; ".join(f"{terminal_safe(t)} {_fmt_metrics(m)}" for t, m in r.metrics.items())
+                  for r in train_reports]
+    for r in train_reports:
+        lines += _baseline_lines(r)
+    return lines
+
+
+def demo_text(reports, queries, elapsed, root) -> str:
+    lines = stage_lines(reports) + metrics_table(reports.get("train", []))
+    lines += ["", "text → nearest items in fused__fused (image block masked for a text query):"]
+    for q in queries:
+        lines.append(f"  {q['query']!r} (v{q['version']}):")
+        for h in q["hits"]:
+            lines.append(f"    {terminal_safe(h['id']):<12} {num(h['distance'], 3)}  [{terminal_safe(h['group'])}] "
+                         f"{terminal_safe(h['text'])[:60]}")
+    lines += ["", f"done in {elapsed:.1f} s. Store: {root / 'store'}. Try:",
+              f"  plait status --project {root}",
+              f"  plait query \"a red fruit\" --project {root} --where \"label_group = 'food-drink'\" --columns text,label_subgroups",
+              f"  plait dedup fused --project {root} --threshold 0.98"]
+    return "\n".join(lines)
+
+

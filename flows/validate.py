@@ -1,0 +1,137 @@
+"""``plait validate``: check a project without running it.
+
+Why: a typo found by ``plait run`` an hour into an embedding is a lost hour. This reads what
+a run would read, but only as far as needed to know it will work: plait.toml (strict: unknown
+sections, keys and names), each source's manifest (readable, the mapped columns present, a
+"did you mean" for a misspelled column), each encoder spec (its kind exists and it builds,
+without loading weights), fusion methods and loss weightings (registry names), tasks against
+the label columns (the sources', and the store's when it exists), and whether the store can
+be opened. Nothing is written: a local store that does not exist yet is not created.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from flows.config import ProjectConfig, did_you_mean
+from store.errors import ConfigError, PlaitError
+
+
+@dataclass(frozen=True)
+class Check:
+    what: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+
+def _run(checks: list[Check], what: str, fn) -> None:
+    try:
+        detail = fn()
+        checks.append(Check(what, True, detail or "ok"))
+    except PlaitError as e:
+        checks.append(Check(what, False, str(e), e.fix))
+    except (OSError, ValueError) as e:
+        checks.append(Check(what, False, f"{type(e).__name__}: {e}", "correct the file or setting named above"))
+
+
+def _source_check(cfg: ProjectConfig, src) -> str:
+    from flows.manifests import iter_manifest
+
+    manifest = cfg.path(src.manifest)
+    batches = iter_manifest(manifest, id_column=src.id, image_column=src.image, text_column=src.text,
+                            label_columns=tuple(src.label_types()), captions=src.captions)
+    first = None
+    bad = 0
+    for b in batches:
+        bad += len(b.bad)
+        if b.table.num_rows:
+            first = b
+            break
+    if first is None:
+        if bad:
+            raise ConfigError(f"source {src.name!r}: no row of {manifest} could be parsed ({bad} bad rows)",
+                              fix="check the file's format and encoding (UTF-8)")
+        raise ConfigError(f"source {src.name!r}: {manifest} has no rows", fix="add rows, or remove the source")
+    names = first.table.column_names
+    wanted = [("id", src.id), ("image", src.image), ("text", src.text)] + [("label", n) for n in src.label_types()]
+    for role, col in wanted:
+        if col and col not in names:
+            raise ConfigError(f"source {src.name!r}: {role} column {col!r} is not in {manifest.name}"
+                              + did_you_mean(col, names) + f" (columns: {names})",
+                              fix=f"map the right column in plait.toml ({role} = ...), or fix the manifest's header")
+    return f"{manifest} readable; columns {', '.join(c for _, c in wanted if c)} present"
+
+
+def _store_check(cfg: ProjectConfig) -> str:
+    uri = cfg.store_uri
+    if "://" not in uri:
+        p = Path(uri)
+        blocker = next((q for q in (p, *p.parents) if q.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise ConfigError(f"store {uri} cannot be a folder: {blocker} is a file",
+                              fix="point [store] uri at a folder (or move the file away)")
+        if not p.exists():
+            return f"{uri} does not exist yet (plait ingest creates it)"
+    from flows.config import open_store
+
+    store = open_store(cfg)
+    return f"{uri} opens ({len(store.table_names())} tables)"
+
+
+def _store_labels_check(cfg: ProjectConfig) -> str:
+    """Tasks against the label columns the store holds (the only judge when no source lists them)."""
+    uri = cfg.store_uri
+    if "://" not in uri and not Path(uri).is_dir():
+        return "no store yet"
+    from flows.config import open_store
+    from flows.defaults import store_label_columns
+
+    stored = store_label_columns(open_store(cfg))
+    known = list(dict.fromkeys(cfg.label_names() + stored))
+    if not known:
+        return "no label columns yet"
+    for kind, items in (("head", cfg.heads), ("fusion", cfg.fusions)):
+        for x in items:
+            for t in x.tasks:
+                if t not in known:
+                    raise ConfigError(f"{kind} {x.name!r} task {t!r} is not a label column" + did_you_mean(t, known),
+                                      fix=f"use label columns {known}")
+    return f"tasks match label columns {known}"
+
+
+def validate(root: Path) -> list[Check]:
+    """Every check, in order; the project is valid when all are ok."""
+    from flows import defaults
+
+    checks: list[Check] = []
+    holder: dict = {}
+
+    def load():
+        holder["cfg"] = cfg = ProjectConfig.load(root)
+        return (f"{len(cfg.sources)} sources, {len(cfg.encoders)} encoders, {len(cfg.fusions)} fusions, "
+                f"{len(cfg.heads)} heads; names cross-checked")
+
+    _run(checks, "plait.toml", load)
+    cfg = holder.get("cfg")
+    if cfg is None:
+        return checks
+    for src in cfg.sources:
+        _run(checks, f"source {src.name}", lambda src=src: _source_check(cfg, src))
+    for e in cfg.encoders:
+        _run(checks, f"encoder {e.modality} {e.spec}",
+             lambda e=e: defaults.check_encoder_spec(e.spec, e.modality) and "builds (weights not loaded)")
+    if cfg.fusions:
+        _run(checks, "fusion methods", lambda: defaults.check_fusion_methods(cfg.fusions)
+             or ", ".join(f"{f.name}: {f.method}" for f in cfg.fusions))
+    else:
+        checks.append(Check("fusions", True, "none configured: plait fuse will build 'fused' (concat) and write it"))
+    if cfg.heads:
+        _run(checks, "head weightings", lambda: defaults.check_weightings(cfg.heads)
+             or ", ".join(f"{h.name}: {h.weighting}" for h in cfg.heads))
+    else:
+        checks.append(Check("heads", True, "none configured: plait train will train 'mtl' over every label column"))
+    _run(checks, "store", lambda: _store_check(cfg))
+    if checks[-1].ok:
+        _run(checks, "tasks", lambda: _store_labels_check(cfg))
+    return checks
