@@ -21,6 +21,31 @@ from store.registry import Registry
 ENCODERS: Registry[type["Encoder"]] = Registry("encoder")
 
 
+@dataclass(frozen=True, kw_only=True)
+class PixelInput:
+    """What an encoder that takes decoded pixels as a device tensor expects, so the feed can
+    decode, resize and normalise on the device (nvJPEG) instead of in PIL worker processes.
+
+    The promise: for an RGB image, ``(decode → resize shorter side to size (interpolation,
+    antialiased) → centre crop size×size → /255 → (x - mean) / std)`` in ``dtype`` on
+    ``device`` is what ``preprocess_image`` computes. An encoder returns one only when its
+    preprocessing is exactly that, so callers never check its class.
+    """
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    device: str  # "cuda", "cuda:1", "cpu"
+    dtype: str = "float32"  # "float16" on CUDA: the tensor the encoder's autocast would make
+    interpolation: str = "bicubic"  # or "bilinear"
+
+    def __post_init__(self):
+        if self.interpolation not in ("bicubic", "bilinear"):
+            raise ConfigError(f"pixel input interpolation {self.interpolation!r}", fix="use bicubic or bilinear")
+        if self.dtype not in ("float16", "float32", "bfloat16"):
+            raise ConfigError(f"pixel input dtype {self.dtype!r}", fix="use float16, bfloat16 or float32")
+
+
 @dataclass(frozen=True)
 class Fingerprint:
     weights_sha256: str
@@ -76,6 +101,18 @@ class Encoder:
     def encode_images(self, batch: np.ndarray) -> np.ndarray:
         """Stacked ``preprocess_image`` outputs → ``(n, dim)`` float32."""
         raise ConfigError(f"encoder {self.spec!r} does not encode images", fix="pick an image encoder for modality image")
+
+    def pixel_input(self) -> PixelInput | None:
+        """Capability hook: how to feed :meth:`encode_pixels`, or None (the default) when the
+        encoder takes only stacked :meth:`preprocess_image` outputs (the PIL worker path).
+        May load the model, since the answer can depend on its preprocessing."""
+        return None
+
+    def encode_pixels(self, pixels) -> np.ndarray:
+        """A ``(n, 3, size, size)`` torch tensor on ``pixel_input().device``, already
+        normalised, → ``(n, dim)`` float32. Only for encoders whose ``pixel_input`` is not None."""
+        raise ConfigError(f"encoder {self.spec!r} does not take pixel tensors",
+                          fix="feed it preprocess_image outputs through encode_images")
 
     @property
     def image_size(self) -> int:

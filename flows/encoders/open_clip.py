@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from flows.encoders.base import ENCODERS, Encoder, Fingerprint, hub_reachable
+from flows.encoders.base import ENCODERS, Encoder, Fingerprint, PixelInput, hub_reachable
 from store.errors import ConfigError, MissingDependency, MissingWeights
 from store.lineage import sha256_file, sha256_json
 
@@ -151,6 +151,8 @@ class ClipEncoder(Encoder):
         self._model, self._preprocess = model.eval(), preprocess
         self._tokenizer = oc.get_tokenizer(name)
         self._device = torch.device(device)
+        if self._device.type == "cuda" and self._device.index is None:  # "cuda" → "cuda:0": comparable
+            self._device = torch.device("cuda", torch.cuda.current_device())
 
     def preprocess_image(self, image: Image.Image) -> np.ndarray:
         self.load()
@@ -160,16 +162,45 @@ class ClipEncoder(Encoder):
         self.load()
         return _TransformToNumpy(self._preprocess)  # the torchvision transform only, not the model
 
+    def pixel_input(self) -> PixelInput | None:
+        """The eval transform as device work, when it is the usual open_clip one (resize the
+        shorter side, centre crop, RGB, to tensor, normalise); None for anything else (a
+        squash or longest-side resize, another interpolation), which then keeps the PIL path."""
+        self.load()
+        steps = list(getattr(self._preprocess, "transforms", []))
+        names = [getattr(t, "__name__", type(t).__name__) for t in steps]
+        if len(steps) != 5 or names[0] != "Resize" or names[1] != "CenterCrop" or names[4] != "Normalize":
+            return None
+        if names[2] not in ("MaybeConvertMode", "_convert_to_rgb") or names[3] not in ("MaybeToTensor", "ToTensor"):
+            return None
+        if names[2] == "MaybeConvertMode" and getattr(steps[2], "mode", "RGB") != "RGB":
+            return None
+        resize, crop, norm = steps[0], steps[1], steps[4]
+        size = resize.size[0] if isinstance(resize.size, (list, tuple)) and len(resize.size) == 1 else resize.size
+        interpolation = getattr(resize.interpolation, "value", str(resize.interpolation))
+        if (not isinstance(size, int) or tuple(crop.size) != (size, size) or resize.max_size is not None
+                or resize.antialias is False or interpolation not in ("bicubic", "bilinear")):
+            return None
+        cuda = self._device.type == "cuda"
+        return PixelInput(size=size, mean=tuple(float(v) for v in norm.mean), std=tuple(float(v) for v in norm.std),
+                          device=str(self._device), dtype="float16" if cuda else "float32",
+                          interpolation=interpolation)
+
+    def encode_pixels(self, pixels) -> np.ndarray:
+        self.load()
+        return self._run(self._model.encode_image, pixels)
+
     def _run(self, fn, x) -> np.ndarray:
         import torch
 
         cuda = self._device.type == "cuda"
-        if cuda:  # pinned host memory makes the copy asynchronous
+        if x.device.type == "cpu" and cuda and not x.is_pinned():  # pinned: the copy is asynchronous
             x = x.pin_memory()
+        x = x.to(self._device, non_blocking=True)  # no-op for a tensor already there
         with torch.inference_mode(), torch.autocast(self._device.type, dtype=torch.float16, enabled=cuda):
-            out = fn(x.to(self._device, non_blocking=True))
+            out = fn(x)
             out = torch.nn.functional.normalize(out.float(), dim=-1)
-        return out.cpu().numpy().astype(np.float32)
+        return out.cpu().numpy().astype(np.float32, copy=False)
 
     def encode_images(self, batch: np.ndarray) -> np.ndarray:
         self.load()

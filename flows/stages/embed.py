@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flows.batching import DecodeAndPrepare, OomSplitter, decoded_batches, default_workers
+from flows.batching import OomSplitter
 from flows.encoders import Encoder, build_encoder
 from flows.progress import bar
 from store import encoder_tables, registries, rejects
@@ -89,6 +89,10 @@ def embed(store: Store, modality: str, spec: str, encoder: Encoder | None = None
     fp = enc.fingerprint()
     table = embedding_table_name(modality, spec, fp.value)
     schema = embedding_schema(enc.dim)
+    if modality == "image":
+        from flows.image_feed import start_worker_server
+
+        start_worker_server()  # decode workers fork from a server that has torch imported already
     with hold(store, f"table:{table}", "embed") as lease:
         status = _register(store, enc, modality, table, schema, fp)
         plan = _plan(store, table, modality)
@@ -282,23 +286,21 @@ def _embed_texts(store: Store, enc: Encoder, plan: Plan, options: EmbedOptions, 
 
 
 def _embed_images(store: Store, enc: Encoder, plan: Plan, options: EmbedOptions, writer: _Writer, progress) -> int:
+    """Images through :func:`flows.image_feed.encode_image_batches`: bytes read and checked
+    against the ingest hash in worker processes, decoded with nvJPEG on a GPU when the
+    encoder declares it can take pixels (open_clip), with PIL otherwise."""
+    from flows.image_feed import encode_image_batches
+
     calls = 0
-    todo = plan.todo
-    fetched = _fetch_image_sources(store, plan, todo)
-    workers = default_workers(todo.num_rows) if options.workers is None else options.workers
-    prepare = DecodeAndPrepare(enc.image_preprocessor(), enc.image_size)
-    encode = OomSplitter(enc.encode_images, options.batch_size)
-    for rows, sources in fetched:
-        shas = rows.column("sha").to_pylist()
-        ids = rows.column("id").to_pylist()
-        for batch in decoded_batches(sources, prepare, options.batch_size, workers):
-            for k, err in batch.errors:
+    for rows, sources in _fetch_image_sources(store, plan, plan.todo):
+        shas, ids = rows.column("sha").to_pylist(), rows.column("id").to_pylist()
+        for b in encode_image_batches(enc, sources, shas, options.batch_size, options.workers):
+            for k, err in b.errors:
                 writer.reject(ids[k], shas[k], err)
-            if batch.positions:
-                vectors = _checked(enc, encode(batch.inputs), len(batch.positions))
-                calls += 1
-                writer.add(rows.take(pa.array(batch.positions)), vectors)
-            progress.update(len(batch.positions) + len(batch.errors))
+            if b.positions:
+                writer.add(rows.take(pa.array(b.positions)), _checked(enc, b.vectors, len(b.positions)))
+            calls += b.encoder_calls  # real encoder calls: a halved batch counts several
+            progress.update(len(b.positions) + len(b.errors))
     return calls
 
 

@@ -343,6 +343,7 @@ def _decide(b: _Batch, existing: _Existing, own_code: int, seen: SeenKeys, sourc
     landed_pos = np.flatnonzero(b.landed)
     keys = hash64(rows.column("id"))
     row_hash = hash64(rows.column("row_sha256"))
+    names = rows.column("id")  # landed rows' ids, for messages (b.ids exists only when a row had a problem)
     verdicts: dict[int, str] = {}
     drop = np.zeros(len(keys), bool)
     # repeated ids: within the batch, then against earlier batches; the first row wins
@@ -353,7 +354,7 @@ def _decide(b: _Batch, existing: _Existing, own_code: int, seen: SeenKeys, sourc
             earlier = first_hash[j] if found[j] else row_hash[first_pos[key]]
             if earlier != row_hash[j]:
                 k = landed_pos[j]
-                verdicts[k] = (f"duplicate id: manifest row {b.row_numbers[k]} repeats id {b.ids[k]!r} with different "
+                verdicts[k] = (f"duplicate id: manifest row {b.row_numbers[k]} repeats id {names[int(j)].as_py()!r} with different "
                                f"content; the first row was kept; fix: make ids unique")
             drop[j] = True
         else:
@@ -367,7 +368,7 @@ def _decide(b: _Batch, existing: _Existing, own_code: int, seen: SeenKeys, sourc
     for j in np.flatnonzero(foreign):
         k = landed_pos[j]
         owner = existing.sources[codes[j]]
-        verdicts[k] = (f"id owned by another source: {b.ids[k]!r} already belongs to source {owner!r}, not "
+        verdicts[k] = (f"id owned by another source: {names[int(j)].as_py()!r} already belongs to source {owner!r}, not "
                        f"{source.name!r}; fix: make ids unique across sources (e.g. prefix them), or remove it "
                        f"from {owner!r} first")
         drop[j] = True

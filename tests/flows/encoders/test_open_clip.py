@@ -75,3 +75,38 @@ def test_clip_raises_missing_weights_when_file_absent(tmp_path):
 def test_clip_spec_without_weights_raises_config_error():
     with pytest.raises(ConfigError, match="names no weights"):
         build_encoder("open_clip:ViT-B-32")
+
+
+def test_clip_pixel_input_describes_the_eval_transform(tiny_clip):
+    folder, _ = tiny_clip
+    enc = build_encoder(f"open_clip:local-dir:{folder}")
+    enc.device = "cpu"
+    spec = enc.pixel_input()
+    assert (spec.size, spec.interpolation, spec.device, spec.dtype) == (64, "bicubic", "cpu", "float32")
+    assert spec.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+    assert spec.std == pytest.approx((0.26862954, 0.26130258, 0.27577711))
+
+
+def test_clip_encode_pixels_matches_encode_images_on_the_same_inputs(tiny_clip):
+    folder, _ = tiny_clip
+    enc = build_encoder(f"open_clip:local-dir:{folder}")
+    enc.device = "cpu"
+    batch = np.stack([enc.preprocess_image(im) for im in _images()])
+    got = enc.encode_pixels(torch.from_numpy(batch))
+    assert got.dtype == np.float32 and got.shape == (2, 64)
+    np.testing.assert_allclose(got, enc.encode_images(batch), atol=1e-6)
+
+
+def test_clip_pixel_input_is_none_when_the_transform_is_not_shorter_side_and_crop(tiny_clip, monkeypatch):
+    from torchvision import transforms as T
+
+    folder, _ = tiny_clip
+    enc = build_encoder(f"open_clip:local-dir:{folder}")
+    enc.load()
+    steps = list(enc._preprocess.transforms)
+    squash = T.Compose([T.Resize((64, 64), interpolation=T.InterpolationMode.BICUBIC)] + steps[1:])
+    monkeypatch.setattr(enc, "_preprocess", squash)
+    assert enc.pixel_input() is None
+    nearest = T.Compose([T.Resize(64, interpolation=T.InterpolationMode.NEAREST)] + steps[1:])
+    monkeypatch.setattr(enc, "_preprocess", nearest)
+    assert enc.pixel_input() is None
