@@ -27,6 +27,7 @@ Goal on one H100: >= 8,000 images/s end to end (7x the DataLoader pipeline, ~1,1
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -192,7 +193,8 @@ def run_stage(enc, spec: str, paths, folder: Path, batch: int, workers: int, fee
             "encoder_calls": report.encoder_calls, "table": report.table, "table_version": report.version,
             "ingest_seconds": round(ingest_s, 2), "ingest_rows_per_s": round(len(paths) / ingest_s, 1),
             "min_cosine_vs_feed_sample": None if cos is None else round(cos, 5), "sample_rows_compared": len(sample),
-            "stage_feed": ("flows.image_feed.encode_image_batches" if hasattr(stage, "encode_image_batches")
+            "stage_feed": ("flows.image_feed.encode_image_batches"
+                           if "encode_image_batches" in inspect.getsource(stage._embed_images)
                            else "legacy flows.batching.decoded_batches (PIL workers)")}
 
 

@@ -86,7 +86,7 @@ def test_encode_image_batches_device_path_matches_pil_path_on_cpu(clip, photos, 
     assert sum(b.device_decoded for b in dev_batches) == len(paths) and sum(b.cpu_decoded for b in pil_batches) == 7
     # Inputs: at most 2 grey levels apart and 0.3 on average (PIL's fixed-point, 8-bit rounded
     # passes; tests/flows/test_gpu_decode.py), i.e. 2/255/std = 0.030 and 0.0046 normalised.
-    x_dev, x_pil = torch.cat(seen["pixels"]), torch.cat(seen["images"])
+    x_dev, x_pil = torch.cat(seen["pixels"]).cpu().float(), torch.cat(seen["images"]).cpu().float()
     assert x_dev.shape == x_pil.shape == (7, 3, 64, 64)
     diff = (x_dev - x_pil).abs()
     assert diff.max() <= INPUT_MAX and diff.mean() <= INPUT_MEAN

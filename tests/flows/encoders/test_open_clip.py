@@ -34,8 +34,9 @@ def test_clip_local_dir_loads_saved_weights_and_matches_reference(tiny_clip):
     assert img.shape == (2, 64) and txt.shape == (2, 64) and img.dtype == np.float32
     with torch.no_grad():
         want = torch.nn.functional.normalize(ref.encode_image(torch.from_numpy(batch)), dim=-1).numpy()
-    np.testing.assert_allclose(img, want, atol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(txt, axis=1), 1.0, atol=1e-5)
+    # fp32 on the CPU; fp16 autocast where a GPU is present (unit vectors to ~1e-3)
+    np.testing.assert_allclose(img, want, atol=1e-5 if not torch.cuda.is_available() else 5e-3)
+    np.testing.assert_allclose(np.linalg.norm(txt, axis=1), 1.0, atol=1e-5 if not torch.cuda.is_available() else 5e-3)
 
 
 def test_clip_weights_file_with_model_name_loads_same_model(tiny_clip, tmp_path):
