@@ -170,3 +170,44 @@ def test_ingest_clears_reject_when_row_is_fixed(store, tmp_path):
     pq.write_table(pa.Table.from_pylist([{"id": "a", "image": None, "text": "now has text"}]), manifest)
     ingest(store, src, manifest)
     assert rejects.known(store, "ingest") == {}
+
+
+def test_ingest_checks_images_in_worker_processes_with_the_same_outcome(store, dataset, monkeypatch):
+    import flows.stages.ingest as stage
+
+    monkeypatch.setattr(stage._ImagePool, "PROCESS_MIN_CELLS", 1)
+    monkeypatch.setattr("os.cpu_count", lambda: 4)  # the process path is for machines with cores to spare
+    report = ingest(store, SOURCE, dataset)
+    assert (report.written, report.rejected) == (80, 0)
+    assert all(len(r["image_sha256"]) == 64 for r in store.read(ITEMS, ["image_sha256"]).to_pylist())
+
+
+def test_ingest_normalises_ids_rejects_non_finite_labels_and_foreign_ids(store, tmp_path):
+    manifest = tmp_path / "a.jsonl"
+    manifest.write_text('{"id": "cafe\\u0301", "text": "x", "price": 1.5}\n'
+                        '{"id": "b", "text": "y", "price": "inf"}\n'
+                        '{"id": "c", "text": "z", "price": "-Infinity"}\n')
+    src = SourceConfig(name="a", manifest="x", image=None, labels=("price:float",))
+    report = ingest(store, src, manifest)
+    items = {r["id"]: r for r in store.read(ITEMS).to_pylist()}
+    assert "caf\u00e9" in items and report.written == 3  # NFC: one item whatever the form
+    assert items["b"]["label_price"] is None and items["c"]["label_price"] is None  # the row keeps its text
+    reasons = _reasons(store)
+    assert "is not finite" in reasons["b"] and reasons["b"].endswith("[row kept without the bad part]")
+    other = tmp_path / "b.jsonl"
+    other.write_text('{"id": "caf\\u00e9", "text": "taken"}\n{"id": "new", "text": "fine"}\n')
+    clash = ingest(store, SourceConfig(name="b", manifest="x", image=None), other)
+    assert clash.written == 1 and clash.rejected == 1
+    assert "already belongs to source 'a'" in _reasons(store)["caf\u00e9"]
+    assert store.read(ITEMS, where="id = 'caf\u00e9'").to_pylist()[0]["text"] == "x"  # not overwritten
+
+
+def test_ingest_prune_on_a_source_removes_only_its_missing_items(store, tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text('{"id": "a1", "text": "x"}\n{"id": "a2", "text": "y"}\n')
+    b.write_text('{"id": "b1", "text": "z"}\n')
+    ingest(store, SourceConfig(name="a", manifest="x", image=None), a)
+    ingest(store, SourceConfig(name="b", manifest="x", image=None), b)
+    a.write_text('{"id": "a1", "text": "x"}\n')
+    report = ingest(store, SourceConfig(name="a", manifest="x", image=None, prune=True), a)
+    assert report.pruned == 1 and sorted(store.read(ITEMS, ["id"]).column("id").to_pylist()) == ["a1", "b1"]
