@@ -61,9 +61,9 @@ def encoders_to_run(cfg: ProjectConfig, store) -> list[tuple[EncoderConfig, str 
         if active is not None:
             out.append((EncoderConfig(modality=m, spec=active["spec"]), None))
         for e in (e for e in cfg.encoders if e.modality == m):
-            if active is not None and e.spec == active["spec"] and table_for(m, build_encoder(e.spec)) == active["id"]:
+            if active is not None and e.spec == active["spec"] and table_for(store, m, build_encoder(e.spec)) == active["id"]:
                 continue
-            table = table_for(m, build_encoder(e.spec)) if active is not None else None
+            table = table_for(store, m, build_encoder(e.spec)) if active is not None else None
             status = rows[table]["status"] if table in rows else None
             if status == "retired":
                 out.append((_skip(m), (

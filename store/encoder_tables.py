@@ -23,6 +23,17 @@ def all_tables(store: Store, modality: str | None = None) -> list[dict[str, Any]
     return sorted((r for r in rows if modality in (None, r["modality"])), key=lambda r: (r["modality"], r["id"]))
 
 
+def table_name(store: Store, modality: str, spec: str, fingerprint: str) -> str:
+    """The table of (modality, spec, fingerprint): the registered one if there is one (its name
+    may follow an older naming rule), else the name :func:`embedding_table_name` gives."""
+    from store.schema import embedding_table_name
+
+    for r in all_tables(store, modality) if store.exists(ENCODERS) else []:
+        if r["spec"] == spec and r["fingerprint"] == fingerprint:
+            return r["id"]
+    return embedding_table_name(modality, spec, fingerprint)
+
+
 def active(store: Store, modality: str) -> dict[str, Any]:
     for r in all_tables(store, modality):
         if r["status"] == "active":

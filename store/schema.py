@@ -182,8 +182,22 @@ def slug(text: str) -> str:
 
 def embedding_table_name(modality: str, spec: str, fingerprint: str) -> str:
     """One table per (modality, encoder spec, fingerprint): a new model version or changed
-    preprocessing writes side by side with the old one instead of overwriting it."""
-    return f"emb__{modality}__{slug(spec)[:60]}__{fingerprint[:8]}"
+    preprocessing writes side by side with the old one instead of overwriting it. A spec
+    that names a file (``onnx:/models/clip/visual.onnx?size=224``) is named by the file's stem
+    plus a short hash of the whole spec, not by its whole path. Stages look a spec up in the
+    ``encoders`` registry first (:func:`store.encoder_tables.table_name`), so tables named
+    by an older rule keep their name."""
+    import hashlib
+
+    kind, _, args = spec.partition(":")
+    path = args.split("?", 1)[0].split("@", 1)[-1].removeprefix("local-dir:")
+    if "/" in path or "\\" in path:
+        stem = re.split(r"[\\/]", path.rstrip("/\\"))[-1].rsplit(".", 1)[0]
+        short = slug(f"{kind}-{args.split('@', 1)[0] if '@' in args else ''}-{stem}")[:40]
+        name = f"{short}-{hashlib.sha256(spec.encode()).hexdigest()[:6]}"
+    else:
+        name = slug(spec)[:60]
+    return f"emb__{modality}__{name}__{fingerprint[:8]}"
 
 
 def fused_table_name(name: str) -> str:

@@ -30,7 +30,7 @@ from store import encoder_tables, registries, rejects
 from store.db import Store, now_array, take_rows, vector_array
 from store.errors import SchemaMismatch
 from store.lease import Lease, hold
-from store.schema import ENCODERS, ITEMS, REJECTS, embedding_schema, embedding_table_name
+from store.schema import ENCODERS, ITEMS, REJECTS, embedding_schema
 from flows.stages.shards import ShardOutput, from_ipc, to_ipc
 
 CONTENT = {"text": ("text", "text_sha256"), "image": ("image_uri", "image_sha256")}
@@ -76,8 +76,8 @@ def stage_name(table: str) -> str:
     return f"embed:{table}"
 
 
-def table_for(modality: str, enc: Encoder) -> str:
-    return embedding_table_name(modality, enc.spec, enc.fingerprint().value)
+def table_for(store: Store, modality: str, enc: Encoder, spec: str | None = None) -> str:
+    return encoder_tables.table_name(store, modality, spec or enc.spec, enc.fingerprint().value)
 
 
 def embed(store: Store, modality: str, spec: str, encoder: Encoder | None = None,
@@ -87,7 +87,7 @@ def embed(store: Store, modality: str, spec: str, encoder: Encoder | None = None
         raise SchemaMismatch(f"encoder {spec!r} encodes {list(enc.modalities)}, not {modality!r}",
                              fix=f"pick a {modality} encoder in plait.toml")
     fp = enc.fingerprint()
-    table = embedding_table_name(modality, spec, fp.value)
+    table = encoder_tables.table_name(store, modality, spec, fp.value)
     schema = embedding_schema(enc.dim)
     if modality == "image":
         from flows.image_feed import start_worker_server
@@ -366,7 +366,7 @@ def plan_embed(store: Store, modality: str, spec: str, shards: int, encoder: Enc
 
     enc = encoder or build_encoder(spec)
     fp = enc.fingerprint()
-    table = embedding_table_name(modality, spec, fp.value)
+    table = encoder_tables.table_name(store, modality, spec, fp.value)
     schema = embedding_schema(enc.dim)
     status = _register(store, enc, modality, table, schema, fp)
     plan = _plan(store, table, modality)
@@ -418,7 +418,7 @@ def embed_shard(job: EmbedShard, encoder: Encoder | None = None) -> ShardOutput:
     store = Store(job.store_uri, job.storage_options)
     enc = encoder or build_encoder(job.spec)
     fp = enc.fingerprint()
-    if embedding_table_name(job.modality, job.spec, fp.value) != job.table:
+    if encoder_tables.table_name(store, job.modality, job.spec, fp.value) != job.table:
         raise SchemaMismatch(f"this worker's {job.spec} has fingerprint {fp.value}, the run writes {job.table}",
                              fix="give every worker the same model weights and preprocessing")
     rows = from_ipc(job.rows)
@@ -459,7 +459,7 @@ def embed_sharded(store: Store, modality: str, spec: str, run_shards=None, shard
     encodes only the rest. Default ``run_shards``: one after the other in this process."""
     run_shards = run_shards or (lambda jobs: (embed_shard(j, encoder) for j in jobs))
     enc = encoder or build_encoder(spec)
-    table = embedding_table_name(modality, spec, enc.fingerprint().value)
+    table = encoder_tables.table_name(store, modality, spec, enc.fingerprint().value)
     with hold(store, f"table:{table}", "embed") as lease:
         planned, jobs = plan_embed(store, modality, spec, shards, enc, options)
         encoded = rejected = calls = 0

@@ -34,3 +34,17 @@ def test_registry_lists_available_keys_when_key_unknown():
 def test_registry_rejects_key_when_not_kebab_case():
     with pytest.raises(ValueError, match="kebab-case"):
         Registry("thing").register("Not_Kebab")
+
+
+def test_table_names_of_file_based_encoders_are_readable_and_old_names_are_kept(store):
+    from store import encoder_tables, registries
+    from store.schema import embedding_table_name
+
+    name = embedding_table_name("image", "onnx:/models/clip/visual.onnx?modality=image&size=224", "abcdef0123")
+    assert name.startswith("emb__image__onnx-visual-") and "models" not in name and len(name) < 50
+    old = "emb__image__onnx-models-clip-visual-onnx-modality-image-size-224__abcdef01"  # the rule before
+    registries.put(store, "encoders", {"id": old, "modality": "image", "spec": "onnx:/models/clip/visual.onnx",
+                                       "dim": 4, "fingerprint": "abcdef0123", "weights_sha256": "w",
+                                       "preprocess_sha256": "p", "config_json": "{}", "status": "active",
+                                       "status_changed_at": None})
+    assert encoder_tables.table_name(store, "image", "onnx:/models/clip/visual.onnx", "abcdef0123") == old
