@@ -404,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_serve.add_commands(add, _out)
     cli_project.add_commands(add, _out)
     cli_status.add_commands(add, _out)
+    from flows import cli_heads
+
+    cli_heads.add_commands(add, _out)
     sp = add("encoders", cmd_encoders, "list embedding tables; promote a candidate; roll back")
     sp.add_argument("action", nargs="?", default="list", choices=["list", "promote", "rollback", "kinds"],
                     help="list (default), kinds, promote TABLE, rollback MODALITY")

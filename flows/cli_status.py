@@ -110,6 +110,10 @@ def _metric_text(metrics: dict) -> str:
 def _report_text(report) -> str:
     if not isinstance(report, dict):
         return ""
+    if "method" in report and "fit_rows" in report:  # a fusion's fit report: its own readable form
+        from fusion import format_report
+
+        return "\n      ".join(terminal_safe(line.strip()) for line in format_report(report))
     parts = []
     for k, v in report.items():
         if isinstance(v, float):

@@ -135,9 +135,17 @@ class HeadConfig:
     dropout: float = 0.2
     lr: float = 1e-3
     max_epochs: int = 200
-    patience: int = 12
+    patience: int = 8  # epochs without a better validation macro-F1 before stopping
     seed: int = 0
-    baselines: bool = True  # also fit per-task scikit-learn models and single-task heads
+    baselines: bool = True  # also fit per-task LogisticRegression with C chosen on validation
+    single_task_baselines: bool = False  # ... and a single-task head per task (costs one training each)
+    class_weight: str | None = "balanced"  # per-class loss weights for macro-F1; "" for none
+    search: bool = False  # a small search over width, dropout and weight decay on the validation split
+    search_space: dict = field(default_factory=dict)  # {hidden = [...], dropout = [...], weight_decay = [...]}
+    weight_decay: float = 1e-4
+    min_delta: float = 0.002  # a validation gain smaller than this is noise, not progress
+    threads: int = 1  # torch threads: one was fastest on small data here (see heads.estimator)
+    late: bool = False  # late fusion: one model per modality block, probabilities combined (needs concat)
 
     def __post_init__(self):
         if not self.tasks:

@@ -4,6 +4,11 @@ Input is ``blocks``: modality → ``(n, d_m)`` float32 array, and ``masks``: mod
 ``(n,)`` bool saying which rows actually have that modality. A missing modality is always
 explicit in the mask, never inferred from zeros. Fitted parameters are saved as
 safetensors (arrays) + JSON (everything else), never pickle, so loading runs no code.
+
+Learned methods also keep ``fit_report_`` (see :mod:`fusion.guard`): what was learned, the
+validation scores against concat, whether the method fell back to concat and why, and
+warnings. It is saved in ``config.json`` and restored by :func:`load_fusion`; it does not
+enter the fingerprint (it describes the fit, it does not change the transform).
 """
 from __future__ import annotations
 
@@ -80,6 +85,29 @@ class Fusion:
     def fit_transform(self, blocks: Blocks, masks: Masks | None = None, y=None) -> np.ndarray:
         return self.fit(blocks, masks, y).transform(blocks, masks)
 
+    # the concat fallback of learned methods ----------------------------------------------
+    def _concat(self, blocks: Blocks, masks: dict[str, np.ndarray]) -> np.ndarray:
+        """What :class:`~fusion.concat.ConcatFusion` would output: the fallback's transform."""
+        from fusion.concat import concat_fuse
+
+        return concat_fuse(blocks, masks, self.modalities_)
+
+    def _against_concat(self, learned: np.ndarray, blocks: Blocks, masks: dict[str, np.ndarray],
+                        tasks: dict[str, np.ndarray], fit: np.ndarray, val: np.ndarray, min_gain: float,
+                        knn: bool = False) -> bool:
+        """Probe ``learned`` (the fused rows), concat and each block alone on the validation
+        rows (ridge probe, or k-NN with ``knn``); record it in ``fit_report_``; True when the
+        fit must fall back to concat."""
+        from fusion.concat import l2_normalize
+        from fusion.guard import decide, knn_scores, probe_scores
+
+        probe = knn_scores if knn else probe_scores
+        singles = {m: probe(np.where(masks[m][:, None], l2_normalize(np.asarray(blocks[m], np.float32)), 0),
+                            tasks, fit, val) for m in self.modalities_}
+        self.fit_report_["val_rows"] = int(val.sum())
+        return decide(self.fit_report_, probe(learned, tasks, fit, val), probe(self._concat(blocks, masks), tasks, fit, val),
+                      singles, min_gain, "cosine 10-NN vote" if knn else "ridge on one-hot labels")
+
     # persistence -----------------------------------------------------------------------
     def _fitted_arrays(self) -> dict[str, np.ndarray]:
         return {}
@@ -106,7 +134,8 @@ class Fusion:
         arrays = {k: np.ascontiguousarray(v) for k, v in self._fitted_arrays().items()}
         save_file(arrays or {"_empty": np.zeros(0, np.float32)}, folder / "params.safetensors")
         (folder / "config.json").write_text(json.dumps(
-            {"method": self.method, "params": self.get_params(), "meta": self._fitted_meta()}, indent=2))
+            {"method": self.method, "params": self.get_params(), "meta": self._fitted_meta(),
+             "fit_report": getattr(self, "fit_report_", None)}, indent=2))
         return folder
 
 
@@ -116,7 +145,14 @@ def load_fusion(folder: str | Path) -> Fusion:
 
     folder = Path(folder)
     cfg = json.loads((folder / "config.json").read_text())
-    est = FUSIONS.get(cfg["method"])(**cfg["params"])
+    cls = FUSIONS.get(cfg["method"])
+    unknown = sorted(set(cfg["params"]) - set(cls._params))
+    if unknown:
+        raise SchemaMismatch(f"the fusion saved in {folder} was fitted by an older plait (parameters {unknown} "
+                             f"no longer exist for {cfg['method']})", fix="refit it: plait fuse --refit")
+    est = cls(**cfg["params"])
     arrays = {k: v for k, v in load_file(folder / "params.safetensors").items() if k != "_empty"}
     est._set_fitted(arrays, cfg["meta"])
+    if cfg.get("fit_report") is not None:
+        est.fit_report_ = cfg["fit_report"]
     return est

@@ -40,9 +40,10 @@ from store.db import Store, now_array, vector_array, vectors_into, vectors_of
 from store.keys import hash64
 from store.lease import hold
 from store.lineage import labels_sha256
+from store.errors import SchemaMismatch
 from store.schema import FUSIONS as FUSIONS_TABLE, ITEMS, LABEL_PREFIX, fused_schema, fused_table_name
 
-LEARNED = {"weighted", "projection"}  # methods that may take labels in fit
+LEARNED = {"weighted", "projection", "cca", "pls"}  # methods that may take labels in fit (validated on them)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class FuseReport:
             f", {self.removed} removed" if self.removed else "")
         if self.refitted:
             text += f", method refitted ({self.refit_reason})" if self.refit_reason else ", method refitted"
+            from fusion import format_report
+
+            text += "".join(f"\n  {line}" for line in format_report(self.report))
         return text
 
 
@@ -477,9 +481,14 @@ def _fitted(store: Store, cfg: FusionConfig, method: str, index, tables, dims, i
             if labels is not None and labels != known.get("labels_sha256"):
                 reason = "labels of the fitted rows changed"
             else:
-                return _Fit(load_fusion(folder), False, known["params_dir"], known.get("labels_version"),
-                            known.get("labels_sha256"), json.loads(known["report_json"]) if known.get("report_json")
-                            else None, None)
+                try:
+                    est = load_fusion(folder)
+                except SchemaMismatch:  # fitted state saved by an older plait
+                    est, reason = None, "saved by an older plait"
+                if est is not None:
+                    return _Fit(est, False, known["params_dir"], known.get("labels_version"),
+                                known.get("labels_sha256"), json.loads(known["report_json"])
+                                if known.get("report_json") else None, None)
     params = cfg.method_params() if method == cfg.method else {}
     est: Fusion = FUSIONS.get(method)(**params)
     learned = method in LEARNED and bool(cfg.tasks)

@@ -187,6 +187,12 @@ class QuerySpace:
         if query.id is not None:
             request = replace(request, exclude=tuple(request.exclude) + (query.id,))
         result = self.search.search(vector, request)
+        dominant = (getattr(self.fusion, "fit_report_", None) or {}).get("dominant")
+        if dominant:  # say it: a text query in a space that is nearly all image block finds look-alikes
+            share = (self.fusion.fit_report_.get("block_shares") or {}).get(dominant)
+            result.notes.append(f"the {dominant} block dominates this fused space"
+                                + (f" ({share:.0%} of its weight)" if isinstance(share, (int, float)) else "")
+                                + "; queries of the other modality carry little weight here")
         shown = {k: v for k, v in asdict(query).items() if v is not None}
         if "vector" in shown:
             shown["vector"] = f"<{len(shown['vector'])} floats>"

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flows.progress import bar
-from heads import MultiTaskHeads
+from heads import MultiTaskHeads, load_head
 from store import registries
 from store.db import Store, now_array, take_rows, vector_array, vectors_of
 from store.errors import MissingTable, SchemaMismatch
@@ -104,7 +104,7 @@ class _ScorePlan:
 def _plan_score(store: Store, name: str) -> _ScorePlan:
     reg = latest_head(store, name)
     check_fresh(store, reg)
-    est = MultiTaskHeads.load(store.artifacts.local(reg["artifact_dir"]))
+    est = load_head(store.artifacts.local(reg["artifact_dir"]))
     table = pred_table_name(name)
     schema = pred_schema(est.tasks)
     features = store.open(reg["features_table"])
@@ -163,7 +163,7 @@ def _scored_batches(store: Store, p: _ScorePlan, est: MultiTaskHeads, rows: pa.T
 
 def _score(store: Store, name: str) -> ScoreReport:
     p = _plan_score(store, name)
-    est = MultiTaskHeads.load(store.artifacts.local(p.reg["artifact_dir"]))
+    est = load_head(store.artifacts.local(p.reg["artifact_dir"]))
     with bar(p.todo.num_rows, f"score {name}@v{p.reg['version']}") as progress:
         produced = _scored_batches(store, p, est, p.todo, progress)
         if p.whole:  # a new head version (or new classes): every prediction switches in one commit
@@ -206,7 +206,7 @@ def score_shard(job: ScoreShard):
 
     store = Store(job.store_uri, job.storage_options)
     reg = latest_head(store, job.head)
-    est = MultiTaskHeads.load(store.artifacts.local(reg["artifact_dir"]))
+    est = load_head(store.artifacts.local(reg["artifact_dir"]))
     rows = from_ipc(job.rows)
     features_version = store.version(reg["features_table"])
     p = _ScorePlan(reg, pred_table_name(job.head), pred_schema(est.tasks), features_version, rows, job.whole, [], 0)

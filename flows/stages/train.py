@@ -40,6 +40,7 @@ class TrainReport:
     baselines: dict  # "sklearn" / "single_task" → task → metrics, on the same features and split
     affinity: list | None  # (T, T) cosine of task gradients on the trunk, averaged over training
     tasks: list
+    fit: dict | None = None  # what training chose: epochs, search results, settings
 
 
 def task_kind(arrow_type) -> str:
@@ -121,15 +122,15 @@ def _train(store: Store, cfg: HeadConfig, version: int | None, labels_version: i
                                labels_version=row["labels_version"], reused=True, metrics=stored["test"],
                                artifact_dir=row["artifact_dir"], rows=stored["rows"],
                                baselines=stored.get("baselines", {}), affinity=stored.get("affinity"),
-                               tasks=list(cfg.tasks))
+                               tasks=list(cfg.tasks), fit=stored.get("fit"))
 
     tasks = [TaskSpec.from_labels(name, raw[name], kinds[name]) for name in cfg.tasks]
     Y = {t.name: t.encode(raw[t.name]) for t in tasks}
     parts = split_masks(ids)
-    est = _estimator(cfg, tasks)
+    est = _estimator(cfg, tasks, fusion, store)
     tr, va, te = parts["train"], parts["val"], parts["test"]
     with bar(cfg.max_epochs, f"train {cfg.name} on {table}@v{version}", unit="epoch") as progress_bar:
-        def on_epoch(epoch, train_loss, val_loss):
+        def on_epoch(epoch, train_loss, val_loss, *rest):
             progress_bar.update(1)
             progress_bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}" if val_loss else "-")
 
@@ -142,15 +143,19 @@ def _train(store: Store, cfg: HeadConfig, version: int | None, labels_version: i
     head_version = max(previous, default=0) + 1
     lineage = {"features_table": table, "features_version": version, "labels_version": labels_version,
                "labels_sha256": digest, "head_config": asdict(cfg), "fusion": fusion}
-    summary = {"test": metrics, "rows": rows, "baselines": baselines, "affinity": est.affinity_}
+    affinity = getattr(est, "affinity_", None)
+    summary = {"test": metrics, "rows": rows, "baselines": baselines, "affinity": affinity,
+               "fit": est.fit_report(), "late": cfg.late}
 
     def fill(folder: Path) -> None:
         est.save(folder, extra={"lineage": lineage, "metrics": summary})
+        if cfg.late:
+            return
         from heads.plots import affinity_heatmap, training_curves
 
         training_curves(est.history_, [t.name for t in tasks], folder / "training_curves.png")
-        if est.affinity_ is not None:
-            affinity_heatmap(est.affinity_, [t.name for t in tasks], folder / "task_affinity.png")
+        if affinity is not None:
+            affinity_heatmap(affinity, [t.name for t in tasks], folder / "task_affinity.png")
 
     rel = store.artifacts.publish(f"heads/{cfg.name}/v{head_version}-{new_id()}", fill)
     store.pin(table, version, f"head-{cfg.name}-v{head_version}")
@@ -164,42 +169,41 @@ def _train(store: Store, cfg: HeadConfig, version: int | None, labels_version: i
     })
     return TrainReport(head=cfg.name, version=head_version, features_table=table, features_version=version,
                        labels_version=labels_version, reused=False, metrics=metrics, artifact_dir=rel, rows=rows,
-                       baselines=baselines, affinity=est.affinity_, tasks=[t.name for t in tasks])
+                       baselines=baselines, affinity=affinity, tasks=[t.name for t in tasks],
+                       fit=summary["fit"])
 
 
 def _ranges(versions: list[int]) -> str:
     return f"{min(versions)}..{max(versions)}" if versions else "none"
 
 
-def _estimator(cfg: HeadConfig, tasks: list[TaskSpec]) -> MultiTaskHeads:
-    return MultiTaskHeads(tasks, hidden=cfg.hidden, depth=cfg.depth, dropout=cfg.dropout, weighting=cfg.weighting,
-                          weighting_params=dict(cfg.weighting_params), lr=cfg.lr, max_epochs=cfg.max_epochs,
-                          patience=cfg.patience, seed=cfg.seed)
+def _head_params(cfg: HeadConfig) -> dict:
+    return dict(hidden=cfg.hidden, depth=cfg.depth, dropout=cfg.dropout, weighting=cfg.weighting,
+                weighting_params=dict(cfg.weighting_params), lr=cfg.lr, max_epochs=cfg.max_epochs,
+                patience=cfg.patience, seed=cfg.seed, weight_decay=cfg.weight_decay,
+                class_weight=cfg.class_weight or None, search=cfg.search,
+                search_space=dict(cfg.search_space) or None, min_delta=cfg.min_delta, threads=cfg.threads)
+
+
+def _estimator(cfg: HeadConfig, tasks: list[TaskSpec], fusion: dict | None = None, store: Store | None = None):
+    if cfg.late:
+        from fusion import load_fusion
+        from heads import LateFusionHeads
+
+        if fusion is None or store is None:
+            raise ConfigError(f"head {cfg.name!r} is late fusion but fusion {cfg.fusion!r} is not fitted",
+                              fix=f"plait fuse {cfg.fusion}")
+        fz = load_fusion(store.artifacts.local(fusion["params_dir"]))
+        if fz.method != "concat":
+            raise ConfigError(f"head {cfg.name!r} is late fusion, which needs a concat fusion; {cfg.fusion!r} is "
+                              f"{fz.method}", fix="point the head at a concat fusion (method = \"concat\")")
+        return LateFusionHeads(tasks, blocks=dict(fz.dims_), seed=cfg.seed)
+    return MultiTaskHeads(tasks, **_head_params(cfg))
 
 
 def _baselines(cfg: HeadConfig, tasks: list[TaskSpec], X, Y, parts) -> dict:
-    """Per task, on the same features and split: a scikit-learn model (LogisticRegression,
-    one-vs-rest LogisticRegression for multi-label, Ridge for regression), and a single-task
-    head (the same network with only that task)."""
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.multiclass import OneVsRestClassifier
+    """Per task, on the same features and split: LogisticRegression with C chosen on the
+    validation rows, and (``single_task_baselines``) the same network with only that task."""
+    from heads import baselines
 
-    tr, va, te = parts["train"], parts["val"], parts["test"]
-    out: dict = {"sklearn": {}, "single_task": {}}
-    for t in tasks:
-        y = Y[t.name]
-        keep = tr & t.labelled(y)
-        if t.kind == "multiclass":
-            model = LogisticRegression(max_iter=1000)
-        elif t.kind == "multilabel":
-            model = OneVsRestClassifier(LogisticRegression(max_iter=1000))
-        else:
-            model = Ridge(alpha=1.0)
-        model.fit(X[keep], y[keep].astype(int) if t.kind == "multilabel" else y[keep])
-        pred = model.predict(X[te])
-        if t.kind == "regression":
-            pred = pred * t.std + t.mean
-        out["sklearn"][t.name] = task_metrics(t, y[te], pred)
-        single = _estimator(cfg, [t]).fit(X[tr], {t.name: y[tr]}, X[va], {t.name: y[va]})
-        out["single_task"][t.name] = task_metrics(t, y[te], single.predict(X[te])[t.name])
-    return out
+    return baselines(tasks, X, Y, parts, single_task=cfg.single_task_baselines, head_params=_head_params(cfg))

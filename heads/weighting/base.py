@@ -1,7 +1,8 @@
 """Loss weighting strategies: small interchangeable ``nn.Module`` classes.
 
 Contract: ``forward(losses, state) -> weights`` with ``losses`` a ``(T,)`` tensor of the
-current per-task losses and ``state`` the :class:`TrainState` (epoch, per-epoch losses);
+current per-task losses and ``state`` the :class:`TrainState` (epoch, per-epoch losses,
+which tasks have labels in the current batch, and the task kinds);
 the trainer minimises ``(weights * losses).sum() + regularizer()``. Strategies with
 learnable parameters (uncertainty weighting) hold them as parameters and the trainer
 optimises them too. Gradient-based strategies (GradNorm, PCGrad) set ``uses_gradients``
@@ -25,6 +26,13 @@ class TrainState:
     epoch: int = 0
     epoch_losses: list[list[float]] = field(default_factory=list)  # per finished epoch, per task
     step: int = 0
+    #: (T,) bool: which tasks have at least one label in the current batch (None: all)
+    present: torch.Tensor | None = None
+    #: per task "multiclass" / "multilabel" / "regression" (the likelihood each loss comes from)
+    kinds: tuple[str, ...] | None = None
+
+    def present_mask(self, n_tasks: int) -> torch.Tensor:
+        return torch.ones(n_tasks, dtype=torch.bool) if self.present is None else self.present
 
 
 class Weighting(nn.Module):

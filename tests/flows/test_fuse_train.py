@@ -1,3 +1,4 @@
+from dataclasses import replace
 import json
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def test_train_with_each_weighting_learns_and_saves_affinity_baselines_and_plots
     saved = json.loads((folder / "config.json").read_text())
     assert saved["params"]["weighting"] == weighting and len(saved["history"][0]["weights"]) == 3
     if weighting == "gradnorm":
-        assert set(report.baselines) == {"sklearn", "single_task"}
+        assert set(report.baselines) == {"sklearn"}  # single-task heads only with single_task_baselines
         assert set(report.baselines["sklearn"]) == set(TASKS)
         assert report.baselines["sklearn"]["color"]["accuracy"] > 0.9
 
@@ -127,3 +128,34 @@ def test_score_writes_predictions_incrementally_and_rescores_after_retraining(em
     train(store, replace(cfg, seed=1))
     third = score(store, "h-score")
     assert third.head_version == 2 and third.scored == 240 and store.read("pred__h-score").num_rows == 240
+
+
+def test_evaluate_writes_a_model_card_with_confusion_matrices_and_the_previous_version(embedded):
+    from flows.stages.evaluate import evaluate_head
+
+    _, store = embedded
+    cfg = HeadConfig(name="h-eval", fusion="both", tasks=("color", "topic"), hidden=16, max_epochs=5)
+    first = train(store, cfg)
+    second = train(store, replace(cfg, seed=3))
+    report = evaluate_head(store, "h-eval")
+    assert report.version == second.version and report.test_rows == first.rows["test"]
+    assert report.metrics["color"] == second.metrics["color"]  # the same head, split and labels as training
+    folder = Path(report.card).parent
+    assert (folder / "confusion_color.png").stat().st_size > 1000 and (folder / "confusion_topic.png").exists()
+    card = Path(report.card).read_text()
+    assert f"h-eval@v{second.version}" in card and "previous" in card.lower() and "sklearn per task" in card
+
+
+def test_late_fusion_head_trains_scores_and_refuses_a_non_concat_fusion(embedded):
+    from flows.stages.score import score
+    from store.errors import ConfigError
+
+    _, store = embedded
+    cfg = HeadConfig(name="h-late", fusion="both", tasks=("color", "topic"), late=True, baselines=False)
+    report = train(store, cfg)
+    assert report.metrics["color"]["accuracy"] > 0.9 and report.fit is not None
+    assert score(store, "h-late").scored == len(store.read("fused__both", ["id"]))
+    fuse(store, FusionConfig(name="wsum", method="weighted", inputs=("text", "image"), tasks=("color",),
+                             params={"dim": 8}))
+    with pytest.raises(ConfigError, match="needs a concat fusion"):
+        train(store, replace(cfg, name="h-late2", fusion="wsum"))

@@ -17,7 +17,10 @@ def _xor_data(n=800, seed=0):
 
 def test_supervised_projection_learns_a_space_where_the_joint_task_is_linear(tmp_path):
     blocks, y = _xor_data()
-    est = ProjectionFusion(dim=16, hidden=32, epochs=40).fit({m: x[:600] for m, x in blocks.items()}, y=y[:600])
+    est = ProjectionFusion(dim=16, hidden=32, epochs=60).fit({m: x[:600] for m, x in blocks.items()}, y=y[:600])
+    rep = est.fit_report_
+    assert not est.fallback_ and "kept learned" in rep["reason"]  # XOR is not linear in concat: learning helps
+    assert rep["validation"]["learned"]["mean"] > rep["validation"]["concat"]["mean"] + 0.2
     Z = est.transform(blocks)
     assert Z.shape == (800, 16) and Z.dtype == np.float32
     clf = LogisticRegression(max_iter=2000).fit(Z[:600], y[:600])
@@ -47,3 +50,24 @@ def test_projection_raises_with_fix_when_supervised_without_labels():
     with pytest.raises(ConfigError, match="needs labels") as info:
         ProjectionFusion().fit(blocks)
     assert "contrastive" in info.value.fix
+
+
+def test_projection_stops_early_on_validation_loss():
+    blocks, y = _xor_data()
+    est = ProjectionFusion(dim=16, hidden=32, epochs=500, patience=3).fit(blocks, y=y)
+    assert est.fit_report_["learned"]["epochs"] < 500 and est.fit_report_["learned"]["val_loss"] is not None
+
+
+def test_projection_falls_back_to_concat_when_its_bottleneck_loses_information():
+    from fusion import ConcatFusion
+
+    rng = np.random.default_rng(0)
+    n = 900
+    y = rng.integers(0, 12, n)
+    blocks = {"text": (np.eye(12)[y] @ rng.normal(size=(12, 24)) + 0.8 * rng.normal(size=(n, 24))).astype(np.float32),
+              "image": rng.normal(size=(n, 8)).astype(np.float32)}
+    est = ProjectionFusion(dim=1, hidden=8, epochs=30).fit(blocks, y=y)  # 12 classes through one number
+    assert est.fallback_ and est.dim_ == 32 and "kept concat" in est.fit_report_["reason"]
+    np.testing.assert_allclose(est.transform(blocks), ConcatFusion().fit(blocks).transform(blocks), atol=1e-6)
+    shares = est.fit_report_["block_shares"]
+    assert shares["text"] > shares["image"]
