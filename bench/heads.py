@@ -68,7 +68,7 @@ def make_generated(n: int, seed: int = 0):
 
 
 def make_catalogue(loader):
-    from bench.datasets import features
+    from bench.public_sets import features
     from fusion import ConcatFusion
     from heads import TaskSpec
 
@@ -144,7 +144,7 @@ def main() -> None:
     import sklearn.linear_model  # noqa: F401  (imported before any timing, as torch is)
     import torch
 
-    from bench.datasets import emoji_datasource, openmoji
+    from bench.public_sets import emoji_datasource, openmoji
 
     settings = train_settings()
     makers = {"emoji-datasource": lambda: make_catalogue(emoji_datasource.load),

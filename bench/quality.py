@@ -3,7 +3,7 @@ against concat, single modalities and a tuned LogisticRegression, on held-out ro
 
     python bench/quality.py [--sets openmoji,emoji-datasource] [--search]
 
-Data (fetched once through npm into ~/.cache/plait; see bench/datasets/):
+Data (fetched once through npm into ~/.cache/plait; see bench/public_sets/):
 - OpenMoji 17.0.0: 2,465 emoji, ``group`` and ``subgroups``; split 70/10/20 by code point.
 - emoji-datasource 16.0.0 with Google (Noto, Apache-2.0) and Twitter (Twemoji, CC-BY 4.0)
   images: ``category`` (10) and ``subcategory`` (99). ``mixed``: both vendors, split by emoji;
@@ -165,7 +165,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from bench.datasets import emoji_datasource, features, openmoji
+    from bench.public_sets import emoji_datasource, features, openmoji
 
     loaders = {"openmoji": openmoji.load, "emoji-datasource": emoji_datasource.load}
     result = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs), CPU only, torch {torch.__version__}",

@@ -63,7 +63,8 @@ def stage_lines(reports: dict) -> list[str]:
 
 def _fmt_metrics(m: dict) -> str:
     names = {"accuracy": "acc", "macro_f1": "F1", "micro_f1": "micro-F1", "rmse": "RMSE"}
-    return " ".join(f"{names.get(k, k)} {num(v, 3)}" for k, v in m.items() if k != "n")
+    return " ".join(f"{names.get(k, k)} {num(v, 3)}" for k, v in m.items()
+                    if k != "n" and isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
 def _baseline_lines(r) -> list[str]:

@@ -188,6 +188,11 @@ class RunnerConfig:
     address: str | None = None
     shards: int | None = None
 
+    @property
+    def sharded(self) -> bool:
+        """Stages shard when a cluster is configured or more than one shard is asked for."""
+        return self.kind != "local" or (self.shards or 1) > 1
+
     def __post_init__(self):
         if self.kind not in RUNNER_KINDS:
             raise ConfigError(f"runner kind {self.kind!r} unknown" + did_you_mean(self.kind, RUNNER_KINDS),

@@ -9,6 +9,7 @@ from flows.stages.embed import EmbedReport, embed
 from flows.stages.fuse import FuseReport, fuse
 from flows.stages.ingest import IngestReport, ingest
 from flows.stages.train import TrainReport, train
+from store.retry import retry
 
 
 project = open_project
@@ -25,6 +26,10 @@ def run_embed(root: str | Path, modality: str | None = None, encoders: list[str]
     from store.search import refresh_index
 
     cfg, store = project(root)
+    if cfg.runner.sharded:  # a Dask/Ray cluster, or several shards: one Prefect task per shard
+        from flows.sharded import run_sharded
+
+        return run_sharded(root, "embed", modality=modality, encoders=encoders)
     if encoders:
         chosen = [(e, None) for e in parse_encoder_args(encoders)]
     else:
@@ -38,7 +43,8 @@ def run_embed(root: str | Path, modality: str | None = None, encoders: list[str]
             continue
         if note:
             _say(note)
-        reports.append(embed(store, e.modality, e.spec))
+        # a stage re-plans from what is stored, so running it again after a transient error is safe
+        reports.append(retry(embed, store, e.modality, e.spec, what=f"embed {e.modality} ({e.spec})"))
     for r in reports:
         refresh_index(store, r.table)
     return reports
@@ -109,7 +115,11 @@ def run_fuse(root: str | Path, name: str | None = None, refit: bool = False) -> 
     from store.search import refresh_index
 
     cfg, store = project(root)
-    reports = [fuse(store, f, refit) for f in cfg.fusions if name in (None, f.name)]
+    if cfg.runner.sharded:
+        from flows.sharded import run_sharded
+
+        return run_sharded(root, "fuse", name=name, refit=refit)
+    reports = [retry(fuse, store, f, refit, what=f"fuse {f.name}") for f in cfg.fusions if name in (None, f.name)]
     for r in reports:
         refresh_index(store, r.table)  # an indexed fused table stays current without a rebuild
     return reports
@@ -125,7 +135,11 @@ def run_score(root: str | Path, name: str | None = None) -> list:
     from flows.stages.score import score
 
     cfg, store = project(root)
-    return [score(store, h.name) for h in cfg.heads if name in (None, h.name)]
+    if cfg.runner.sharded:
+        from flows.sharded import run_sharded
+
+        return run_sharded(root, "score", name=name)
+    return [retry(score, store, h.name, what=f"score {h.name}") for h in cfg.heads if name in (None, h.name)]
 
 
 def run_optimize(root: str | Path, older_than_days: float = 7.0) -> list[dict]:

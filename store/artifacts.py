@@ -75,14 +75,12 @@ class Artifacts:
             return rel
         with tempfile.TemporaryDirectory(prefix="plait-artifact-") as tmp:
             fill(Path(tmp))
+            from store.object_store import upload_dir, write_bytes
+
             fs, base = self._fs()
             dest = f"{base}/{ROOT}/{rel}"
-            files = [p for p in Path(tmp).rglob("*") if p.is_file()]
-            for p in files:
-                with fs.open_output_stream(f"{dest}/{p.relative_to(tmp).as_posix()}") as out:
-                    out.write(p.read_bytes())
-            with fs.open_output_stream(f"{dest}/{COMPLETE}") as out:
-                out.write(rel.encode())
+            upload_dir(fs, Path(tmp), dest, skip=(COMPLETE,))  # each PUT retried on transient errors
+            write_bytes(fs, f"{dest}/{COMPLETE}", rel.encode())  # last: the folder now exists
         return rel
 
     # --- reading --------------------------------------------------------------------------
@@ -112,18 +110,9 @@ class Artifacts:
         if fs.get_file_info(f"{src}/{COMPLETE}").type != pafs.FileType.File:
             raise MissingTable(f"artifact {rel} is missing or incomplete in {self.uri}",
                                fix="re-run the stage that wrote it (plait fuse --refit / plait train)")
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_mkdir(cached.parent)))
-        for info in fs.get_file_info(pafs.FileSelector(src, recursive=True)):
-            if info.type == pafs.FileType.File:
-                out = tmp / info.path[len(src) + 1:]
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with fs.open_input_stream(info.path) as f:
-                    out.write_bytes(f.read())
-        try:
-            os.rename(tmp, cached)
-        except OSError:  # another process cached it first
-            shutil.rmtree(tmp, ignore_errors=True)
-        return cached
+        from store.object_store import download_dir
+
+        return download_dir(fs, src, cached)  # into a sibling, renamed into place; requests retried
 
     def exists(self, rel: str) -> bool:
         try:

@@ -28,6 +28,7 @@ os.environ.setdefault("LANCE_LOG", "error")
 os.environ.setdefault("LANCEDB_LOG", "error")
 
 from store import sql  # noqa: E402
+from store.retry import retry  # noqa: E402
 from store.errors import MissingTable, SchemaMismatch  # noqa: E402
 from store.schema import key_of  # noqa: E402
 
@@ -162,7 +163,9 @@ class Store:
         if data.num_rows == 0:
             return tbl.version
         data = data.select(schema.names).cast(schema)
-        tbl.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)
+        # idempotent (a merge on the key), so a transient object-store error is retried
+        retry(lambda: tbl.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data),
+              what=f"upsert into {name}")
         return tbl.version
 
     def append(self, name: str, data: pa.Table, schema: pa.Schema) -> int:
@@ -231,7 +234,7 @@ class Store:
             q = q.where(where)
         if columns:
             q = q.select(columns)
-        return q.limit(None).to_arrow()
+        return retry(lambda: q.limit(None).to_arrow(), what=f"read {name}")
 
     def iter_batches(self, name: str, columns: list[str] | None = None, version: int | None = None,
                      batch_size: int = 8192, with_row_id: bool = False) -> Iterator[pa.RecordBatch]:

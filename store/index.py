@@ -13,6 +13,7 @@ labels, replaced or deleted ones become tombstones that searches skip. When tomb
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -71,14 +72,120 @@ class IndexReport:
 
 
 def index_dir(store: Store, table: str) -> Path:
-    """``<store>/_indexes/<table>/`` for a local store (LanceDB ignores folders that are not
-    ``*.lance``), or a per-store folder in the user cache for object-store URIs."""
-    if "://" in store.uri:
-        import hashlib
+    """The local folder that holds ``table``'s index files.
 
+    A local store keeps them at ``<store>/_indexes/<table>/`` (LanceDB ignores folders that
+    are not ``*.lance``). An object store keeps them under ``<uri>/_indexes/<table>/`` too, so
+    a second machine pointed at the same URI finds them; this machine works on a mirror in
+    its cache (faiss memory-maps local files), brought up to the published generation here
+    and published again by :meth:`HnswIndex.save` / ``IvfPqIndex.save``."""
+    if not store.is_remote:
+        return Path(store.uri.removeprefix("file://")) / "_indexes" / table
+    return RemoteIndex(store, table).pull()
+
+
+def read_meta(store: Store, table: str) -> dict | None:
+    """The index's ``meta.json`` (kind, table version covered, config, recall), or None when
+    ``table`` has no index; for an object store, the published one (one small GET)."""
+    if store.is_remote:
+        return RemoteIndex(store, table).meta()
+    meta = index_dir(store, table) / "meta.json"
+    return json.loads(meta.read_text()) if meta.exists() else None
+
+
+_MIRRORS: dict[Path, "RemoteIndex"] = {}  # local mirror folder -> where it is published
+
+
+class RemoteIndex:
+    """One table's index files on an object store, and this machine's mirror of them.
+
+    Layout under the store URI: ``_indexes/<table>/<generation>/`` holds one complete set of
+    files (graph.faiss, labels.parquet, meta.json), uploaded before ``_indexes/<table>/meta.json``
+    (the pointer: the meta plus ``"generation"``) is replaced with one PUT. A reader follows
+    the pointer, so it sees one whole generation, never a mix of two writers' files; the
+    previous generation is kept for readers still downloading it, older ones are deleted.
+    """
+
+    POINTER = "meta.json"
+    KEEP = 2  # generations kept: the current one and the one before
+
+    def __init__(self, store: Store, table: str):
+        from store.object_store import filesystem
+
+        self.store, self.table = store, table
+        self.fs, base = filesystem(store.uri, store.storage_options)
+        self.root = f"{base}/_indexes/{table}"
         digest = hashlib.sha256(store.uri.encode()).hexdigest()[:16]
-        return Path(os.environ.get("PLAIT_INDEX_CACHE", Path.home() / ".cache" / "plait" / "indexes")) / digest / table
-    return Path(store.uri) / "_indexes" / table
+        self.local = _cache_root() / digest / table
+
+    def meta(self) -> dict | None:
+        from store.object_store import read_json
+
+        return read_json(self.fs, f"{self.root}/{self.POINTER}")
+
+    def pull(self) -> Path:
+        """Bring the mirror to the published generation (a no-op when it is there already)."""
+        from store.object_store import download_dir
+
+        _MIRRORS[self.local] = self
+        for _ in range(3):  # the generation named may be cleaned up under us: read the pointer again
+            meta = self.meta()
+            if meta is None or meta.get("generation") in (None, _generation(self.local)):
+                return self.local
+            try:
+                download_dir(self.fs, f"{self.root}/{meta['generation']}", self.local,
+                             extra={GENERATION: meta["generation"].encode()})
+            except FileNotFoundError:
+                continue
+            if _generation(self.local) == meta["generation"]:
+                return self.local
+        return self.local
+
+    def publish(self, local: Path) -> str:
+        """Upload the folder ``local`` as a new generation, then point readers at it."""
+        from store.artifacts import new_id
+        from store.object_store import delete_dir, list_dirs, upload_dir, write_bytes
+
+        generation = new_id()
+        meta_text = (Path(local) / "meta.json").read_text()
+        upload_dir(self.fs, local, f"{self.root}/{generation}", skip=(GENERATION,))
+        write_bytes(self.fs, f"{self.root}/{self.POINTER}",
+                    json.dumps({**json.loads(meta_text), "generation": generation}).encode())
+        try:
+            if (Path(local) / "meta.json").read_text() == meta_text:  # still our files (no pull swapped in)
+                (Path(local) / GENERATION).write_text(generation)
+        except OSError:
+            pass
+        for old in list_dirs(self.fs, self.root)[:-self.KEEP]:
+            if old < generation:
+                try:
+                    delete_dir(self.fs, f"{self.root}/{old}")
+                except OSError:  # best effort: a leftover generation costs only space
+                    pass
+        return generation
+
+
+GENERATION = ".generation"  # in a mirror: the published generation it holds
+
+
+def _generation(local: Path) -> str | None:
+    try:
+        return (Path(local) / GENERATION).read_text().strip()
+    except OSError:
+        return None
+
+
+def _cache_root() -> Path:
+    if os.environ.get("PLAIT_INDEX_CACHE"):
+        return Path(os.environ["PLAIT_INDEX_CACHE"])
+    return Path(os.environ.get("PLAIT_CACHE", Path.home() / ".cache" / "plait")) / "indexes"
+
+
+def published(path: Path) -> None:
+    """After an index was saved at ``path``: publish it when ``path`` mirrors an object store."""
+    remote = _MIRRORS.get(Path(path))
+    if remote is not None:
+        remote.publish(path)
 
 
 def change_keys(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
@@ -329,6 +436,7 @@ class HnswIndex:
             path.rename(old)
         tmp.rename(path)
         shutil.rmtree(old, ignore_errors=True)
+        published(path)
         return path
 
     @classmethod
@@ -356,7 +464,3 @@ class HnswIndex:
         index._mapped_from = (path / "graph.faiss") if mmap else None
         return index
 
-
-def read_meta(store: Store, table: str) -> dict | None:
-    meta = index_dir(store, table) / "meta.json"
-    return json.loads(meta.read_text()) if meta.exists() else None

@@ -3,7 +3,8 @@
 The compressed codes live inside the Lance dataset (no full-precision copy in RAM); a
 ``refine_factor`` re-ranks the candidates with the stored full vectors. Rows added after the
 build are still found (LanceDB scans unindexed fragments); ``update`` folds them in with
-``optimize_indices`` (never a version cleanup). Its metadata sits in the same ``_indexes/<table>`` folder as the HNSW graph's.
+``optimize_indices`` (never a version cleanup). Its metadata sits in the same ``_indexes/<table>`` folder as the
+HNSW graph's (under the store URI, also for an object store: :func:`store.index.index_dir`).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 from store.db import Store, vectors_of
 from store.errors import ConfigError
 from store.exact import normalized, topk_table
-from store.index import IndexReport
+from store.index import IndexReport, published
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class IvfPqIndex:
         for stale in ("graph.faiss", "labels.parquet"):
             (path / stale).unlink(missing_ok=True)
         (path / "meta.json").write_text(json.dumps(self.meta(), indent=2))
+        published(path)  # an object store's index meta lives under its URI, like the HNSW files
         return path
 
     @classmethod

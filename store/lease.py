@@ -81,7 +81,10 @@ class Lease:
         return self.store.ensure(LEASES, LEASES_SCHEMA)
 
     def _current(self) -> dict | None:
-        rows = self._table().search().where(sql.equals("name", self.name)).limit(1).to_arrow().to_pylist()
+        from store.retry import retry
+
+        rows = retry(lambda: self._table().search().where(sql.equals("name", self.name)).limit(1).to_arrow(),
+                     what=f"read lease {self.name}").to_pylist()
         return rows[0] if rows else None
 
     def _swap(self, expect: str | None, expires_ms: int, token: str) -> bool:

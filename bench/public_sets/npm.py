@@ -7,7 +7,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from bench.datasets.base import cache_root
+from bench.public_sets.base import cache_root
 
 
 def fetch(spec: str, members: tuple[str, ...] = ()) -> Path:

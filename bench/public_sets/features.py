@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.datasets.base import Dataset
+from bench.public_sets.base import Dataset
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TEXT_SPEC = "sentence-transformers:all-MiniLM-L6-v2"

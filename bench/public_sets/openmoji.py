@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from bench.datasets.base import Dataset, group_split
+from bench.public_sets.base import Dataset, group_split
 
 
 def load() -> Dataset:

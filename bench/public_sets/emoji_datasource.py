@@ -21,8 +21,8 @@ import json
 
 import numpy as np
 
-from bench.datasets import npm
-from bench.datasets.base import Dataset, group_split
+from bench.public_sets import npm
+from bench.public_sets.base import Dataset, group_split
 
 VERSION = "16.0.0"
 VENDORS = ("google", "twitter")
