@@ -12,7 +12,7 @@ SHELL := /bin/bash
 # This machine's pip.conf makes pip warn about every missing local index folder: hide those.
 QUIET := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
-.PHONY: demo test install clean
+.PHONY: demo test test-all install clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ demo: $(STAMP)
 	$(VENV)/bin/plait demo
 
 test: $(STAMP)
+	PLAIT_PROGRESS=0 $(PY) -m pytest -q -m "not slow"
+
+# everything, the scale tests with real S3 (moto), Prefect server and Dask cluster included; CI runs this
+test-all: $(STAMP)
 	PLAIT_PROGRESS=0 $(PY) -m pytest -q
 
 clean:

@@ -43,6 +43,7 @@ def project(tmp_path_factory):
     return root, env
 
 
+@pytest.mark.slow
 def test_run_as_prefect_flow_then_rerun_encodes_nothing(project):
     root, env = project
     first = json.loads(_plait("run", "--project", str(root), "--json", env=env).stdout)

@@ -11,10 +11,13 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 RACER = Path(__file__).with_name("lease_race.py")
 SWAPS = int(os.environ.get("PLAIT_LEASE_SWAPS", "40"))  # per process
 
 
+@pytest.mark.slow
 def test_lease_swap_never_replaces_one_token_twice_when_two_processes_race_on_s3(moto_s3):
     from store.db import Store
     from store.schema import LEASES

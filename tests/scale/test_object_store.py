@@ -51,6 +51,7 @@ def _search(env: dict, root: Path, item: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_pipeline_runs_on_s3_and_a_second_machine_finds_artifacts_and_index_when_the_store_is_on_s3(
         moto_s3, tmp_path):
     prefix = f"proj-{uuid.uuid4().hex[:8]}"

@@ -125,6 +125,7 @@ def _rows(lo: int, hi: int) -> pa.Table:
     return pa.table({"id": ids, "vector": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), 4)})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["503", "reset"])
 def test_store_writes_artifacts_and_index_files_land_when_s3_answers_slowdown_or_drops(moto_s3, tmp_path, monkeypatch,
                                                                                     mode):

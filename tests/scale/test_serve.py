@@ -77,6 +77,7 @@ def _wait_completed(api_url: str, deployment: str, timeout: float = 150):
                          f"{[(r.name, r.state.name if r.state else None) for r in runs]}")
 
 
+@pytest.mark.slow
 def test_serve_runs_the_pipeline_on_its_interval_and_publishes_an_artifact_when_an_api_is_set(
         prefect_server, tmp_path):
     project = tiny_project(tmp_path / "proj", n=12)
@@ -114,6 +115,7 @@ def test_serve_runs_the_pipeline_on_its_interval_and_publishes_an_artifact_when_
     assert time.monotonic() - started < 240
 
 
+@pytest.mark.slow
 def test_serve_starts_its_own_server_and_stops_it_on_sigterm_without_an_api(tmp_path):
     from flows.prefect_env import api_healthy
 

@@ -35,6 +35,7 @@ def _table(store: Store, table: str):
     return t.column("id").to_pylist(), vectors_of(t.column("vector"))
 
 
+@pytest.mark.slow
 def test_sharded_stages_on_two_dask_workers_equal_a_single_process_run(api, tmp_path):
     from flows import runner
     from flows.sharded import run_sharded
@@ -101,6 +102,7 @@ def dask_cluster(tmp_path, monkeypatch):
         yield cluster
 
 
+@pytest.mark.slow
 def test_sharded_embed_commits_each_row_once_when_a_worker_is_killed_mid_shard(api, tmp_path, dask_cluster):
     from fake_encoders import text_vector
 
@@ -157,6 +159,7 @@ def test_sharded_embed_commits_each_row_once_when_a_worker_is_killed_mid_shard(a
     shutil.rmtree(folder)
 
 
+@pytest.mark.slow
 def test_pipeline_flow_shards_embed_fuse_and_score_when_the_runner_is_dask(api, tmp_path):
     from flows import runner
     from flows.pipeline import pipeline_flow

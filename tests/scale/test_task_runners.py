@@ -31,6 +31,7 @@ def squares(n: int) -> list:
     return [f.result() for f in square_where.map(range(n))]
 
 
+@pytest.mark.slow
 def test_task_runner_runs_tasks_in_two_worker_processes_when_dask_has_two_workers(api):
     out = with_runner(squares, RunnerConfig(kind="dask", workers=2))(8)
     assert [r[0] for r in out] == [x * x for x in range(8)]
@@ -39,6 +40,7 @@ def test_task_runner_runs_tasks_in_two_worker_processes_when_dask_has_two_worker
     assert all(r[2].startswith("tcp://127.0.0.1:") for r in out)
 
 
+@pytest.mark.slow
 def test_task_runner_joins_a_running_dask_cluster_when_given_its_address(api):
     from distributed import LocalCluster
 
