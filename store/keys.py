@@ -39,12 +39,48 @@ def pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def member(values: np.ndarray, of: np.ndarray) -> np.ndarray:
-    """``values[i] in of`` for each i (uint64 arrays), by binary search over a sorted copy."""
+    """``values[i] in of`` for each i (uint64 arrays), through a hash table (pandas' khash:
+    ~30% faster than a binary search over a sorted copy at 10^6 random keys)."""
     if len(of) == 0:
         return np.zeros(len(values), bool)
-    ordered = np.sort(of)
-    pos = np.minimum(np.searchsorted(ordered, values), len(ordered) - 1)
-    return ordered[pos] == values
+    from pandas.core.algorithms import isin
+
+    return isin(values, of)
+
+
+def locate(values: np.ndarray, of: np.ndarray) -> np.ndarray:
+    """Position in ``of`` of each of ``values`` (uint64 arrays), -1 where absent; where a key
+    repeats in ``of`` (a collision, or a table awaiting ``plait repair``) its first position."""
+    if len(of) == 0:
+        return np.full(len(values), -1, np.int64)
+    import pandas as pd
+
+    index = pd.Index(of)
+    if index.is_unique:
+        return index.get_indexer(values).astype(np.int64)
+    first = np.flatnonzero(~index.duplicated(keep="first"))
+    pos = pd.Index(of[first]).get_indexer(values)
+    return np.where(pos >= 0, first[pos], -1).astype(np.int64)
+
+
+def digests(values) -> np.ndarray:
+    """The content hashes (sha256 hex strings) of a column as raw bytes, one row of four
+    uint64 each, decoded in one C call over the Arrow buffer: comparing these is exact (no
+    64-bit hash in between) and ~10x cheaper than hashing the strings. A column that is not
+    all 64-character hex falls back to :func:`hash64` (one uint64 a row)."""
+    import binascii
+
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    n = len(arr)
+    if n and arr.type == pa.string() and arr.null_count == 0:
+        offsets = np.frombuffer(arr.buffers()[1], np.int32, count=n + 1, offset=arr.offset * 4)
+        if offsets[-1] - offsets[0] == 64 * n and (np.diff(offsets) == 64).all():
+            hexed = np.frombuffer(arr.buffers()[2], np.uint8, count=64 * n, offset=int(offsets[0]))
+            try:
+                return np.frombuffer(binascii.unhexlify(memoryview(hexed)), np.uint64).reshape(n, 4)
+            except binascii.Error:
+                pass
+    return hash64(arr).reshape(-1, 1)
 
 
 def hex64(values: np.ndarray) -> pa.Array:
@@ -110,3 +146,11 @@ class SeenKeys:
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         return self.lookup(keys)[0]
+
+
+def comparable_digests(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`digests` of two columns in the same form (both exact, or both hashed)."""
+    da, db = digests(a), digests(b)
+    if da.shape[1] != db.shape[1]:
+        da, db = hash64(a).reshape(-1, 1), hash64(b).reshape(-1, 1)
+    return da, db

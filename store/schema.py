@@ -16,6 +16,7 @@ ENCODERS = "encoders"
 FUSIONS = "fusions"
 HEADS = "heads"
 LEASES = "_leases"
+WATERMARKS = "_watermarks"
 
 MODALITIES = ("text", "image")
 LABEL_PREFIX = "label_"
@@ -169,6 +170,13 @@ LEASES_SCHEMA = keyed([
     pa.field("acquired_at", _TS),
     pa.field("expires_ms", pa.int64()),  # wall-clock milliseconds; 0 = released
 ], key="name")
+
+WATERMARKS_SCHEMA = keyed([
+    pa.field("id", pa.string(), nullable=False),  # the stage: "embed:emb__text__…"
+    pa.field("inputs", pa.string()),  # stamps of the tables the stage read and wrote, as JSON
+    pa.field("result_json", pa.string()),  # what the complete run found (counts to report again)
+    pa.field("recorded_at", _TS),
+])
 
 REGISTRY_SCHEMAS = {ENCODERS: ENCODERS_SCHEMA, FUSIONS: FUSIONS_SCHEMA, HEADS: HEADS_SCHEMA}
 

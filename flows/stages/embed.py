@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from flows.batching import OomSplitter
 from flows.encoders import Encoder, build_encoder
 from flows.progress import bar
-from store import encoder_tables, registries, rejects
+from store import encoder_tables, registries, rejects, sql, watermarks
 from store.db import Store, now_array, take_rows, vector_array
 from store.errors import SchemaMismatch
 from store.lease import Lease, hold
@@ -95,7 +95,7 @@ def embed(store: Store, modality: str, spec: str, encoder: Encoder | None = None
         start_worker_server()  # decode workers fork from a server that has torch imported already
     with hold(store, f"table:{table}", "embed") as lease:
         status = _register(store, enc, modality, table, schema, fp)
-        plan = _plan(store, table, modality)
+        plan = _plan_or_recall(store, table, modality)
         removed = _remove(store, table, plan.stale)
         writer = _Writer(store, table, schema, spec, fp, stage_name(table), plan, options, lease)
         calls = 0
@@ -107,6 +107,7 @@ def embed(store: Store, modality: str, spec: str, encoder: Encoder | None = None
                 else:
                     calls = _embed_images(store, enc, plan, options, writer, progress)
             writer.flush()
+        _remember(store, table, plan, writer.encoded, writer.rejected)
         return EmbedReport(modality=modality, encoder=spec, table=table, status=status, encoded=writer.encoded,
                            already_stored=plan.already, rejected=writer.rejected, known_rejects=plan.skipped,
                            version=store.version(table), encoder_calls=calls, removed=removed)
@@ -128,6 +129,34 @@ def _register(store: Store, enc: Encoder, modality: str, table: str, schema: pa.
 
 
 # --- planning --------------------------------------------------------------------------------
+def _plan_or_recall(store: Store, table: str, modality: str) -> "Plan":
+    """The plan, or an empty one when nothing it depends on changed since the last complete
+    run (:mod:`store.watermarks`): a scheduled run over an unchanged catalogue reads no ids."""
+    seen = watermarks.recorded(store, stage_name(table), _stamps(store, table))
+    if seen is not None:
+        return Plan(todo=_NOTHING, stale=pa.array([], pa.string()), already=seen["already"],
+                    skipped=seen["skipped"], items_version=store.version(ITEMS), recalled=True)
+    rejects_seen = watermarks.stamp(store, REJECTS)  # before _plan reads it: a later reject only costs a replan
+    plan = _plan(store, table, modality)
+    plan.rejects_seen = rejects_seen
+    return plan
+
+
+def _remember(store: Store, table: str, plan: "Plan", encoded: int, rejected: int) -> None:
+    """After a complete run (under the table's lease): what the next run may recall."""
+    if not plan.recalled:
+        watermarks.record(store, stage_name(table), _stamps(store, table, plan.items_version, plan.rejects_seen),
+                          {"already": plan.already + encoded, "skipped": plan.skipped + rejected})
+
+
+def _stamps(store: Store, table: str, items_version: int | None = None, rejects: str | None = None) -> dict:
+    """What a plan depends on: the items (at the version planned on), the known rejects and
+    the table itself (after this run's writes; we hold its lease)."""
+    return {"items": watermarks.stamp(store, ITEMS, items_version),
+            "rejects": rejects if rejects is not None else watermarks.stamp(store, REJECTS),
+            "table": watermarks.stamp(store, table)}
+
+
 @dataclass
 class Plan:
     todo: pa.Table  # id, sha, _rowid (in items@items_version), is_change
@@ -136,6 +165,12 @@ class Plan:
     skipped: int
     items_version: int
     source_of: dict | None = None
+    recalled: bool = False  # answered from the watermark, no ids read
+    rejects_seen: str | None = None  # stamp of the rejects table as planned on
+
+
+_NOTHING = pa.table({"id": pa.array([], pa.string()), "sha": pa.array([], pa.string()),
+                     "_rowid": pa.array([], pa.uint64()), "is_change": pa.array([], pa.bool_())})
 
 
 def _plan(store: Store, table: str, modality: str) -> Plan:
@@ -143,7 +178,7 @@ def _plan(store: Store, table: str, modality: str) -> Plan:
     items reads four narrow columns and sorts two arrays (Arrow's hash join on the strings
     cost ~10x more here). A key collision can only make a row look *new* (it is then
     re-encoded and merged by id), never "already stored"."""
-    from store.keys import hash64, member, pair_keys
+    from store.keys import comparable_digests, hash64, locate, member
 
     content_col, sha_col = CONTENT[modality]
     items_tbl = store.open(ITEMS)
@@ -151,19 +186,27 @@ def _plan(store: Store, table: str, modality: str) -> Plan:
     items = items.rename_columns(["id", "sha", "_rowid"])
     stored = store.open(table).to_lance().to_table(columns=["id", "content_sha256"])
     item_id, stored_id = hash64(items.column("id")), hash64(stored.column("id"))
-    item_key = pair_keys(item_id, hash64(items.column("sha")))
-    todo_mask = ~member(item_key, pair_keys(stored_id, hash64(stored.column("content_sha256"))))
-    already = int((~todo_mask).sum())
+    at = locate(item_id, stored_id)
+    known = at >= 0
+    item_sha, stored_sha = comparable_digests(items.column("sha"), stored.column("content_sha256"))
+    same = np.zeros(len(at), bool)
+    same[known] = (item_sha[known] == stored_sha[at[known]]).all(axis=1)
+    todo_mask = ~same
+    already = int(same.sum())
     skipped = 0
     if store.exists(REJECTS) and todo_mask.any():
-        known = store.open(REJECTS).to_lance().to_table(columns=["id", "content_sha256"],
-                                                         filter=f"stage = '{stage_name(table)}'")
-        if known.num_rows:
-            bad = member(item_key, pair_keys(hash64(known.column("id")), hash64(known.column("content_sha256"))))
+        bad_rows = store.open(REJECTS).to_lance().to_table(columns=["id", "content_sha256"],
+                                                            filter=sql.equals("stage", stage_name(table)))
+        if bad_rows.num_rows:
+            bad_at = locate(item_id, hash64(bad_rows.column("id")))
+            bad_item_sha, bad_sha = comparable_digests(items.column("sha"), bad_rows.column("content_sha256"))
+            hit = bad_at >= 0
+            bad = np.zeros(len(at), bool)
+            bad[hit] = (bad_item_sha[hit] == bad_sha[bad_at[hit]]).all(axis=1)
             skipped = int((todo_mask & bad).sum())
             todo_mask &= ~bad
     todo = items.filter(pa.array(todo_mask))
-    todo = todo.append_column("is_change", pa.array(member(item_id[todo_mask], stored_id), pa.bool_()))
+    todo = todo.append_column("is_change", pa.array(known[todo_mask], pa.bool_()))
     stale = stored.column("id").filter(pa.array(~member(stored_id, item_id)))
     return Plan(todo=todo, stale=stale.combine_chunks() if stale.num_chunks else pa.array([], pa.string()),
                 already=already, skipped=skipped, items_version=items_tbl.version)
@@ -369,7 +412,7 @@ def plan_embed(store: Store, modality: str, spec: str, shards: int, encoder: Enc
     table = encoder_tables.table_name(store, modality, spec, fp.value)
     schema = embedding_schema(enc.dim)
     status = _register(store, enc, modality, table, schema, fp)
-    plan = _plan(store, table, modality)
+    plan = _plan_or_recall(store, table, modality)
     removed = _remove(store, table, plan.stale)
     planned = EmbedPlanned(modality, spec, table, status, plan, removed, schema, fp)
     if plan.todo.num_rows == 0:
@@ -470,6 +513,7 @@ def embed_sharded(store: Store, modality: str, spec: str, run_shards=None, shard
         if known_bad and encoded:  # rows that used to fail at this stage and now landed
             landed = set(store.read(planned.table, ["id"]).column("id").to_pylist()) & known_bad
             rejects.clear(store, stage_name(planned.table), sorted(landed))
+        _remember(store, planned.table, planned.plan, encoded, rejected)
         return EmbedReport(modality=modality, encoder=spec, table=planned.table, status=planned.status,
                            encoded=encoded, already_stored=planned.plan.already, rejected=rejected,
                            known_rejects=planned.plan.skipped, version=store.version(planned.table),
