@@ -28,16 +28,6 @@ def hash64(values, prefix: str = "") -> np.ndarray:
     return pd.util.hash_array(arr, categorize=False)
 
 
-_MIX = np.uint64(0x9E3779B97F4A7C15)
-
-
-def pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """One uint64 per (a, b) pair of hashes: "same id AND same content" in one comparison."""
-    with np.errstate(over="ignore"):
-        h = (a * _MIX) ^ b
-        return h ^ (h >> np.uint64(31))
-
-
 def member(values: np.ndarray, of: np.ndarray) -> np.ndarray:
     """``values[i] in of`` for each i (uint64 arrays), through a hash table (pandas' khash:
     ~30% faster than a binary search over a sorted copy at 10^6 random keys)."""

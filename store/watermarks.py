@@ -47,8 +47,3 @@ def record(store: Store, stage: str, inputs: dict[str, str], result: dict[str, A
            "recorded_at": utcnow()}
     store.upsert(WATERMARKS, pa.Table.from_pylist([row], schema=WATERMARKS_SCHEMA), WATERMARKS_SCHEMA)
 
-
-def forget(store: Store, stage: str) -> None:
-    """Make the next run of ``stage`` plan in full (after a repair that rewrote its inputs)."""
-    if store.exists(WATERMARKS):
-        store.delete_ids(WATERMARKS, [stage])

@@ -174,11 +174,10 @@ _NOTHING = pa.table({"id": pa.array([], pa.string()), "sha": pa.array([], pa.str
 
 
 def _plan(store: Store, table: str, modality: str) -> Plan:
-    """Anti-joins over (id, content hash) as 64-bit keys in numpy: a 0-new run over a million
-    items reads four narrow columns and sorts two arrays (Arrow's hash join on the strings
-    cost ~10x more here). A key collision can only make a row look *new* (it is then
-    re-encoded and merged by id), never "already stored"."""
-    from store.keys import comparable_digests, hash64, locate, member
+    """Anti-joins in numpy: ids as 64-bit hashes located through a hash table, content hashes
+    compared exactly as sha256 bytes decoded from the Arrow buffer (~2 s at 10^6 rows). An id
+    collision can only make a row look *changed* (re-encoded and merged by its real id)."""
+    from store.keys import hash64, member
 
     content_col, sha_col = CONTENT[modality]
     items_tbl = store.open(ITEMS)
@@ -186,11 +185,8 @@ def _plan(store: Store, table: str, modality: str) -> Plan:
     items = items.rename_columns(["id", "sha", "_rowid"])
     stored = store.open(table).to_lance().to_table(columns=["id", "content_sha256"])
     item_id, stored_id = hash64(items.column("id")), hash64(stored.column("id"))
-    at = locate(item_id, stored_id)
+    at, same = _same_content(item_id, items.column("sha"), stored_id, stored.column("content_sha256"))
     known = at >= 0
-    item_sha, stored_sha = comparable_digests(items.column("sha"), stored.column("content_sha256"))
-    same = np.zeros(len(at), bool)
-    same[known] = (item_sha[known] == stored_sha[at[known]]).all(axis=1)
     todo_mask = ~same
     already = int(same.sum())
     skipped = 0
@@ -198,11 +194,8 @@ def _plan(store: Store, table: str, modality: str) -> Plan:
         bad_rows = store.open(REJECTS).to_lance().to_table(columns=["id", "content_sha256"],
                                                             filter=sql.equals("stage", stage_name(table)))
         if bad_rows.num_rows:
-            bad_at = locate(item_id, hash64(bad_rows.column("id")))
-            bad_item_sha, bad_sha = comparable_digests(items.column("sha"), bad_rows.column("content_sha256"))
-            hit = bad_at >= 0
-            bad = np.zeros(len(at), bool)
-            bad[hit] = (bad_item_sha[hit] == bad_sha[bad_at[hit]]).all(axis=1)
+            _, bad = _same_content(item_id, items.column("sha"), hash64(bad_rows.column("id")),
+                                   bad_rows.column("content_sha256"))
             skipped = int((todo_mask & bad).sum())
             todo_mask &= ~bad
     todo = items.filter(pa.array(todo_mask))
@@ -210,6 +203,18 @@ def _plan(store: Store, table: str, modality: str) -> Plan:
     stale = stored.column("id").filter(pa.array(~member(stored_id, item_id)))
     return Plan(todo=todo, stale=stale.combine_chunks() if stale.num_chunks else pa.array([], pa.string()),
                 already=already, skipped=skipped, items_version=items_tbl.version)
+
+
+def _same_content(ids: np.ndarray, shas, other_ids: np.ndarray, other_shas) -> tuple[np.ndarray, np.ndarray]:
+    """(position of each id among ``other_ids`` or -1, whether that row has the same content)."""
+    from store.keys import comparable_digests, locate
+
+    at = locate(ids, other_ids)
+    found = at >= 0
+    mine, theirs = comparable_digests(shas, other_shas)
+    same = np.zeros(len(at), bool)
+    same[found] = (mine[found] == theirs[at[found]]).all(axis=1)
+    return at, same
 
 
 def _remove(store: Store, table: str, stale: pa.Array) -> int:
