@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from store.errors import ConfigError
@@ -63,7 +64,14 @@ def cmd_serve(args, out) -> int:
     say = _say
     api = os.environ.get("PREFECT_API_URL")
     server = None
-    previous = signal.signal(signal.SIGTERM, _terminate)  # until the runner installs its own handler
+    stop = threading.Event()
+    starting = True  # only while waiting for the server may SIGTERM interrupt
+
+    def terminate(signum, frame):
+        stop.set()  # the flag is what counts: an exception raised here can be swallowed (see serve)
+        if starting:
+            raise KeyboardInterrupt  # break out of a wait for the server; the runner polls the flag
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         if api:
             if not api_healthy(api, timeout_s=10):
@@ -94,20 +102,19 @@ def cmd_serve(args, out) -> int:
         # Prefect reads its settings once, at import (check_cron may have imported it already):
         # the API chosen above must reach this process's runner, not only its children's env.
         with temporary_settings(updates={PREFECT_API_URL: api}):
-            serve(str(root), schedule, name=args.name, on_ready=ready)
+            starting = False
+            if not stop.is_set():  # a SIGTERM whose KeyboardInterrupt was swallowed during start-up
+                serve(str(root), schedule, name=args.name, on_ready=ready, stop=stop)
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        starting = False
         if server is not None:
             say("plait serve: stopping the Prefect server")
             server.stop()
+        signal.signal(signal.SIGTERM, previous)  # only now: the default action would orphan the server
     say("plait serve: stopped")
     return 0
-
-
-def _terminate(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM before the runner runs: unwind through the finally above
 
 
 def _say(msg: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -198,10 +199,14 @@ def deployment_name(root: str | Path) -> str:
 
 
 def serve(root: str, schedule: ScheduleConfig, name: str | None = None,
-          on_ready: Callable[[str], None] | None = None) -> None:
+          on_ready: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> None:
     """Register the pipeline as a deployment on ``schedule`` and run its scheduled runs until
-    interrupted (Ctrl-C or SIGTERM: the runner cancels a run in flight, pauses the schedule
-    and returns).
+    ``stop`` is set or Ctrl-C (the runner cancels a run in flight, pauses the schedule and
+    returns).
+
+    SIGTERM only sets ``stop``: an exception raised from a signal handler can land in a
+    weakref callback or a ``__del__`` and be swallowed there ("Exception ignored in ..."),
+    which left serve running after SIGTERM. A flag the loop polls cannot be lost.
 
     At most one run per project at a time: the deployment's concurrency limit is 1 with
     ``CANCEL_NEW``, so a run scheduled while the previous one is still going is cancelled
@@ -213,15 +218,41 @@ def serve(root: str, schedule: ScheduleConfig, name: str | None = None,
     from prefect.deployments.runner import EntrypointType
     from prefect.runner import Runner
 
+    stop = stop if stop is not None else threading.Event()
+
+    class FlagRunner(Runner):
+        def handle_sigterm(self, *args, **kwargs) -> None:  # Runner.start installs this for SIGTERM
+            stop.set()
+
     name = name or deployment_name(root)
     limit = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
-    runner = Runner(name=name, pause_on_shutdown=True, limit=1)
+    runner = FlagRunner(name=name, pause_on_shutdown=True, limit=1)
     when = {"cron": schedule.cron} if schedule.cron else {"interval": schedule.interval}
     runner.add_flow(pipeline_flow, name=name, parameters={"root": root}, concurrency_limit=limit,
                     entrypoint_type=EntrypointType.MODULE_PATH, **when)
     if on_ready is not None:
         on_ready(f"{pipeline_flow.name}/{name}")
+    if stop.is_set():
+        return
     try:
-        asyncio.run(runner.start())
+        asyncio.run(_run_until(runner, stop))
     except KeyboardInterrupt:
+        pass
+
+
+async def _run_until(runner, stop: threading.Event, poll_s: float = 0.2) -> None:
+    """``runner.start()`` until it returns or ``stop`` is set; then stop it the way Prefect's
+    own SIGTERM handler does (``astop``: cancel runs in flight, leave the loops), or cancel
+    the start if the runner has not started yet. Its exit pauses the schedule either way."""
+    started = asyncio.ensure_future(runner.start())
+    while not started.done() and not stop.is_set():
+        await asyncio.wait({started}, timeout=poll_s)
+    if not started.done():
+        if runner.started:
+            await runner.astop()
+        else:
+            started.cancel()
+    try:
+        await started
+    except asyncio.CancelledError:
         pass

@@ -134,6 +134,58 @@ def test_serve_starts_its_own_server_and_stops_it_on_sigterm_without_an_api(tmp_
     assert "ephemeral" not in err and "Traceback" not in err
 
 
+@pytest.mark.slow
+def test_serve_stops_on_sigterm_while_its_server_is_still_starting(tmp_path):
+    project = tiny_project(tmp_path / "proj", n=2)
+    proc = _serve(project, "--cron", "0 3 * * *", env=_env())
+    deadline = time.monotonic() + 120
+    while "starting a Prefect server" not in _output(proc, "err") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # the server process is up but not answering yet
+    code, err = _stop(proc)
+    assert code == 0, err[-3000:]
+    assert "stopping the Prefect server" in err and "plait serve: stopped" in err
+    assert "Traceback" not in err and "deployment" not in err
+
+
+def test_the_serve_loop_stops_a_started_runner_when_the_flag_is_set_from_another_thread():
+    """What SIGTERM does once the runner runs: set a flag that the loop polls (an exception
+    raised by a signal handler can be swallowed; a set flag cannot)."""
+    import asyncio
+    import threading
+
+    from flows.pipeline import _run_until
+
+    class Runner:
+        started = False
+        stopped_by = None
+
+        async def start(self):
+            self.started = True
+            self.release = asyncio.Event()
+            await self.release.wait()
+
+        async def astop(self):
+            self.stopped_by = "astop"
+            self.release.set()
+
+    runner, stop = Runner(), threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    t0 = time.monotonic()
+    asyncio.run(_run_until(runner, stop, poll_s=0.05))
+    assert runner.stopped_by == "astop" and time.monotonic() - t0 < 5
+
+    class NeverStarts(Runner):
+        async def start(self):
+            await asyncio.sleep(3600)
+
+    stop = threading.Event()
+    stop.set()
+    t0 = time.monotonic()
+    asyncio.run(_run_until(NeverStarts(), stop, poll_s=0.05))  # cancelled, not stopped
+    assert time.monotonic() - t0 < 5
+
+
 def test_serve_refuses_with_exit_2_and_the_command_without_api_when_no_server_is_allowed(tmp_path, monkeypatch, capsys):
     from flows.cli import main
 
