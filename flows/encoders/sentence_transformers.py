@@ -105,7 +105,20 @@ class SentenceTransformerEncoder(Encoder):
         self._model = SentenceTransformer(str(self.path), device=self.device or _default_device())
         self._model.eval()
 
+    few_texts = 16  # up to this many texts, with no model loaded yet, the numpy path answers
+
+    @cached_property
+    def _numpy_bert(self):
+        from flows.encoders.bert_numpy import load_numpy_bert
+
+        return load_numpy_bert(self.path)
+
     def encode_text(self, texts: list[str]) -> np.ndarray:
+        """A few texts (a query) go through the numpy copy of the model when the folder is a
+        plain BERT: same vectors to ~1e-6, without the ~8 s of importing torch and
+        sentence-transformers. Batches (embedding) and every other model use the library."""
+        if self._model is None and len(texts) <= self.few_texts and self._numpy_bert is not None:
+            return self._numpy_bert.encode(texts)
         self.load()
         import torch
 
