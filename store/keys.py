@@ -9,6 +9,8 @@ hash to match too.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 
@@ -51,26 +53,6 @@ def locate(values: np.ndarray, of: np.ndarray) -> np.ndarray:
     first = np.flatnonzero(~index.duplicated(keep="first"))
     pos = pd.Index(of[first]).get_indexer(values)
     return np.where(pos >= 0, first[pos], -1).astype(np.int64)
-
-
-def digests(values) -> np.ndarray:
-    """The content hashes (sha256 hex strings) of a column as raw bytes, one row of four
-    uint64 each, decoded in one C call over the Arrow buffer: comparing these is exact (no
-    64-bit hash in between) and ~10x cheaper than hashing the strings. A column that is not
-    all 64-character hex falls back to :func:`hash64` (one uint64 a row)."""
-    import binascii
-
-    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    n = len(arr)
-    if n and arr.type == pa.string() and arr.null_count == 0:
-        offsets = np.frombuffer(arr.buffers()[1], np.int32, count=n + 1, offset=arr.offset * 4)
-        if offsets[-1] - offsets[0] == 64 * n and (np.diff(offsets) == 64).all():
-            hexed = np.frombuffer(arr.buffers()[2], np.uint8, count=64 * n, offset=int(offsets[0]))
-            try:
-                return np.frombuffer(binascii.unhexlify(memoryview(hexed)), np.uint64).reshape(n, 4)
-            except binascii.Error:
-                pass
-    return hash64(arr).reshape(-1, 1)
 
 
 def hex64(values: np.ndarray) -> pa.Array:
@@ -138,9 +120,64 @@ class SeenKeys:
         return self.lookup(keys)[0]
 
 
-def comparable_digests(a, b) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`digests` of two columns in the same form (both exact, or both hashed)."""
-    da, db = digests(a), digests(b)
-    if da.shape[1] != db.shape[1]:
-        da, db = hash64(a).reshape(-1, 1), hash64(b).reshape(-1, 1)
-    return da, db
+def digest128(values) -> np.ndarray:
+    """The first 128 bits of each sha256 hex string, as two uint64 a row (16 bytes instead of
+    the 64-byte string; two different contents agree with probability 2⁻¹²⁸). Decoded in one
+    C call over the Arrow buffer when the column is all 64-character hex; any other string
+    (or null) gets two 64-bit hashes of itself, the same whatever batch it arrives in."""
+    import binascii
+
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    n = len(arr)
+    if n == 0:
+        return np.zeros((0, 2), np.uint64)
+    if arr.type == pa.string() and arr.null_count == 0:
+        offsets = np.frombuffer(arr.buffers()[1], np.int32, count=n + 1, offset=arr.offset * 4)
+        if offsets[-1] - offsets[0] == 64 * n and (np.diff(offsets) == 64).all():
+            hexed = np.frombuffer(arr.buffers()[2], np.uint8, count=64 * n, offset=int(offsets[0]))
+            try:
+                return np.frombuffer(binascii.unhexlify(memoryview(hexed)), np.uint64).reshape(n, 4)[:, :2].copy()
+            except binascii.Error:
+                pass
+    out = np.empty((n, 2), np.uint64)
+    for k, v in enumerate(arr.to_pylist()):  # rare: a column plait did not write
+        try:
+            if v is not None and len(v) == 64:
+                out[k] = np.frombuffer(bytes.fromhex(v)[:16], np.uint64)
+                continue
+        except ValueError:
+            pass
+        out[k] = (hash64([v or ""])[0], hash64([v or ""], prefix="2:")[0])
+    return out
+
+
+@dataclass
+class RowKeys:
+    """Every row of a table as fixed-width keys: a 64-bit id hash, a 128-bit content digest
+    and the Lance row id (32 bytes a row, against ~90 for the id and hex strings)."""
+
+    id: np.ndarray  # uint64
+    sha: np.ndarray  # (n, 2) uint64
+    rowid: np.ndarray  # uint64
+
+
+def scan_keys(dataset, sha_column: str, filter: str | None = None, batch_rows: int = 262_144) -> RowKeys:
+    """:class:`RowKeys` of a Lance dataset, streamed in batches so that no string column of
+    the whole table is ever held: peak memory is the keys plus one batch."""
+    n = dataset.count_rows(filter=filter) if filter else dataset.count_rows()
+    keys = RowKeys(np.empty(n, np.uint64), np.empty((n, 2), np.uint64), np.empty(n, np.uint64))
+    at = 0
+    for batch in dataset.to_batches(columns=["id", sha_column], filter=filter, with_row_id=True,
+                                    batch_size=batch_rows):
+        m = batch.num_rows
+        if at + m > n:  # rows appeared since the count (another writer): grow
+            grow = at + m - n
+            keys = RowKeys(np.concatenate([keys.id, np.empty(grow, np.uint64)]),
+                           np.concatenate([keys.sha, np.empty((grow, 2), np.uint64)]),
+                           np.concatenate([keys.rowid, np.empty(grow, np.uint64)]))
+            n = at + m
+        keys.id[at:at + m] = hash64(batch.column("id"))
+        keys.sha[at:at + m] = digest128(batch.column(sha_column))
+        keys.rowid[at:at + m] = batch.column("_rowid").to_numpy()
+        at += m
+    return RowKeys(keys.id[:at], keys.sha[:at], keys.rowid[:at]) if at < n else keys

@@ -159,61 +159,65 @@ def _stamps(store: Store, table: str, items_version: int | None = None, rejects:
 
 @dataclass
 class Plan:
-    todo: pa.Table  # id, sha, _rowid (in items@items_version), is_change
+    todo: pa.Table  # _rowid (in items@items_version), idh (64-bit id hash), is_change; id and sha are fetched
     stale: pa.Array  # ids in the table whose item is gone or has no content of this modality
     already: int
     skipped: int
     items_version: int
+    sha_column: str = "text_sha256"  # the items column holding this modality's content hash
     source_of: dict | None = None
     recalled: bool = False  # answered from the watermark, no ids read
     rejects_seen: str | None = None  # stamp of the rejects table as planned on
 
 
-_NOTHING = pa.table({"id": pa.array([], pa.string()), "sha": pa.array([], pa.string()),
-                     "_rowid": pa.array([], pa.uint64()), "is_change": pa.array([], pa.bool_())})
+def _todo(rowid: np.ndarray, idh: np.ndarray, is_change: np.ndarray) -> pa.Table:
+    return pa.table({"_rowid": pa.array(rowid, pa.uint64()), "idh": pa.array(idh, pa.uint64()),
+                     "is_change": pa.array(is_change, pa.bool_())})
+
+
+_NOTHING = _todo(np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, bool))
 
 
 def _plan(store: Store, table: str, modality: str) -> Plan:
-    """Anti-joins in numpy: ids as 64-bit hashes located through a hash table, content hashes
-    compared exactly as sha256 bytes decoded from the Arrow buffer (~2 s at 10^6 rows). An id
-    collision can only make a row look *changed* (re-encoded and merged by its real id)."""
-    from store.keys import hash64, member
+    """Anti-joins over fixed-width keys streamed from each table (:func:`store.keys.scan_keys`:
+    a 64-bit id hash, 128 bits of the sha256, the row id; no string column of the whole table
+    is held). Only the row ids to encode are kept; ids and hashes are read again with the
+    content, batch by batch. An id collision can only make a row look *changed* (re-encoded
+    and merged by its real id)."""
+    from store.keys import member, scan_keys
 
-    content_col, sha_col = CONTENT[modality]
+    _, sha_col = CONTENT[modality]
     items_tbl = store.open(ITEMS)
-    items = items_tbl.to_lance().to_table(columns=["id", sha_col], filter=f"{sha_col} IS NOT NULL", with_row_id=True)
-    items = items.rename_columns(["id", "sha", "_rowid"])
-    stored = store.open(table).to_lance().to_table(columns=["id", "content_sha256"])
-    item_id, stored_id = hash64(items.column("id")), hash64(stored.column("id"))
-    at, same = _same_content(item_id, items.column("sha"), stored_id, stored.column("content_sha256"))
-    known = at >= 0
+    items = scan_keys(items_tbl.to_lance(), sha_col, filter=f"{sha_col} IS NOT NULL")
+    stored_tbl = store.open(table)
+    stored = scan_keys(stored_tbl.to_lance(), "content_sha256")
+    at, same = _same_content(items.id, items.sha, stored.id, stored.sha)
     todo_mask = ~same
     already = int(same.sum())
     skipped = 0
     if store.exists(REJECTS) and todo_mask.any():
-        bad_rows = store.open(REJECTS).to_lance().to_table(columns=["id", "content_sha256"],
-                                                            filter=sql.equals("stage", stage_name(table)))
-        if bad_rows.num_rows:
-            _, bad = _same_content(item_id, items.column("sha"), hash64(bad_rows.column("id")),
-                                   bad_rows.column("content_sha256"))
+        bad_rows = scan_keys(store.open(REJECTS).to_lance(), "content_sha256",
+                             filter=sql.equals("stage", stage_name(table)))
+        if len(bad_rows.id):
+            _, bad = _same_content(items.id, items.sha, bad_rows.id, bad_rows.sha)
             skipped = int((todo_mask & bad).sum())
             todo_mask &= ~bad
-    todo = items.filter(pa.array(todo_mask))
-    todo = todo.append_column("is_change", pa.array(known[todo_mask], pa.bool_()))
-    stale = stored.column("id").filter(pa.array(~member(stored_id, item_id)))
-    return Plan(todo=todo, stale=stale.combine_chunks() if stale.num_chunks else pa.array([], pa.string()),
-                already=already, skipped=skipped, items_version=items_tbl.version)
+    todo = _todo(items.rowid[todo_mask], items.id[todo_mask], (at >= 0)[todo_mask])
+    gone = stored.rowid[~member(stored.id, items.id)]
+    stale = take_rows(stored_tbl, gone.tolist(), ["id"]).column("id") if len(gone) else pa.array([], pa.string())
+    return Plan(todo=todo, stale=stale.combine_chunks() if isinstance(stale, pa.ChunkedArray) else stale,
+                already=already, skipped=skipped, items_version=items_tbl.version, sha_column=sha_col)
 
 
-def _same_content(ids: np.ndarray, shas, other_ids: np.ndarray, other_shas) -> tuple[np.ndarray, np.ndarray]:
+def _same_content(ids: np.ndarray, shas: np.ndarray, other_ids: np.ndarray,
+                  other_shas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(position of each id among ``other_ids`` or -1, whether that row has the same content)."""
-    from store.keys import comparable_digests, locate
+    from store.keys import locate
 
     at = locate(ids, other_ids)
     found = at >= 0
-    mine, theirs = comparable_digests(shas, other_shas)
     same = np.zeros(len(at), bool)
-    same[found] = (mine[found] == theirs[at[found]]).all(axis=1)
+    same[found] = (shas[found] == other_shas[at[found]]).all(axis=1)
     return at, same
 
 
@@ -225,13 +229,12 @@ def _remove(store: Store, table: str, stale: pa.Array) -> int:
 
 
 def _fetch(store: Store, plan: Plan, rows: pa.Table, columns: list[str]) -> pa.Table:
-    """Item columns for ``rows`` of the plan, read by row id at the version planned on."""
-    tbl = store.open(ITEMS, plan.items_version)
-    got = take_rows(tbl, rows.column("_rowid").to_pylist(), ["id"] + columns)
-    if got.column("id").to_pylist() != rows.column("id").to_pylist():  # take_row_ids keeps order; be sure
-        order = {i: k for k, i in enumerate(got.column("id").to_pylist())}
-        got = got.take(pa.array([order[i] for i in rows.column("id").to_pylist()]))
-    return got
+    """id, sha, is_change and item ``columns`` for ``rows`` of the plan, read by row id at the
+    version planned on (a row id names one row of one version: the order is the order asked)."""
+    got = take_rows(store.open(ITEMS, plan.items_version), rows.column("_rowid").to_pylist(),
+                    ["id", plan.sha_column] + columns)
+    got = got.rename_columns(["id", "sha"] + columns)
+    return got.add_column(2, "is_change", rows.column("is_change"))
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -320,10 +323,11 @@ def _embed_texts(store: Store, enc: Encoder, plan: Plan, options: EmbedOptions, 
     calls = 0
     todo = plan.todo
     for start in range(0, todo.num_rows, FETCH_ROWS["text"]):
-        rows = todo.slice(start, FETCH_ROWS["text"])
-        texts = _fetch(store, plan, rows, ["text"]).column("text")
-        order = np.argsort(np.asarray(pc.utf8_length(texts).to_numpy(zero_copy_only=False)), kind="stable")
-        rows, texts = rows.take(pa.array(order)), texts.take(pa.array(order)).to_pylist()  # less padding
+        rows = _fetch(store, plan, todo.slice(start, FETCH_ROWS["text"]), ["text"])
+        order = pa.array(np.argsort(np.asarray(pc.utf8_length(rows.column("text")).to_numpy(zero_copy_only=False)),
+                                    kind="stable"))
+        rows = rows.take(order)  # similar lengths together: less padding
+        texts = rows.column("text").to_pylist()
         for b in range(0, rows.num_rows, options.batch_size):
             chunk = texts[b:b + options.batch_size]
             vectors = _checked(enc, encode(chunk), len(chunk))
@@ -353,12 +357,12 @@ def _embed_images(store: Store, enc: Encoder, plan: Plan, options: EmbedOptions,
 
 
 def _fetch_image_sources(store: Store, plan: Plan, todo: pa.Table):
-    """(rows, sources) chunks: a path per row, or the image bytes stored in items."""
+    """(rows, sources) chunks: rows with id, sha and is_change; a path per row, or the image
+    bytes stored in items."""
     start = 0
     while start < todo.num_rows:
-        rows = todo.slice(start, FETCH_ROWS["image"])
-        got = _fetch(store, plan, rows, ["image_uri"])
-        uris = got.column("image_uri").to_pylist()
+        rows = _fetch(store, plan, todo.slice(start, FETCH_ROWS["image"]), ["image_uri"])
+        uris = rows.column("image_uri").to_pylist()
         if all(u is not None for u in uris):
             yield rows, uris
             start += rows.num_rows
@@ -368,10 +372,9 @@ def _fetch_image_sources(store: Store, plan: Plan, todo: pa.Table):
             yield rows.slice(0, first_inline), uris[:first_inline]
             start += first_inline
             continue
-        rows = todo.slice(start, INLINE_FETCH_ROWS)
-        data = _fetch(store, plan, rows, ["image_uri", "image_bytes"])
-        yield rows, [u if u is not None else b for u, b in zip(data.column("image_uri").to_pylist(),
-                                                                data.column("image_bytes").to_pylist())]
+        rows = _fetch(store, plan, todo.slice(start, INLINE_FETCH_ROWS), ["image_uri", "image_bytes"])
+        yield rows, [u if u is not None else b for u, b in zip(rows.column("image_uri").to_pylist(),
+                                                                rows.column("image_bytes").to_pylist())]
         start += rows.num_rows
 
 
@@ -387,7 +390,7 @@ class EmbedShard:
     spec: str
     table: str
     items_version: int
-    rows: bytes  # Arrow IPC stream of (id, sha, _rowid, is_change)
+    rows: bytes  # Arrow IPC stream of the plan's rows (_rowid, idh, is_change)
     shard: int
     shards: int
     options: EmbedOptions
@@ -410,8 +413,6 @@ def plan_embed(store: Store, modality: str, spec: str, shards: int, encoder: Enc
     """Register the encoder (after a successful load), plan, remove stale rows, and split the
     rows to encode into ``shards`` by a hash of id (a retried shard gets the same ids). The
     caller holds the table's lease (see :func:`embed_sharded`)."""
-    from store.keys import hash64
-
     enc = encoder or build_encoder(spec)
     fp = enc.fingerprint()
     table = encoder_tables.table_name(store, modality, spec, fp.value)
@@ -422,7 +423,7 @@ def plan_embed(store: Store, modality: str, spec: str, shards: int, encoder: Enc
     planned = EmbedPlanned(modality, spec, table, status, plan, removed, schema, fp)
     if plan.todo.num_rows == 0:
         return planned, []
-    which = hash64(plan.todo.column("id")) % np.uint64(shards)
+    which = plan.todo.column("idh").to_numpy() % np.uint64(shards)
     jobs = []
     for k in range(shards):
         part = plan.todo.filter(pa.array(which == k))
@@ -470,7 +471,8 @@ def embed_shard(job: EmbedShard, encoder: Encoder | None = None) -> ShardOutput:
         raise SchemaMismatch(f"this worker's {job.spec} has fingerprint {fp.value}, the run writes {job.table}",
                              fix="give every worker the same model weights and preprocessing")
     rows = from_ipc(job.rows)
-    plan = Plan(todo=rows, stale=pa.array([], pa.string()), already=0, skipped=0, items_version=job.items_version)
+    plan = Plan(todo=rows, stale=pa.array([], pa.string()), already=0, skipped=0, items_version=job.items_version,
+                sha_column=CONTENT[job.modality][1])
     writer = _FragmentWriter(store, job.table, embedding_schema(enc.dim), job.spec, fp, stage_name(job.table), plan,
                              job.options, None)
     enc.load()
