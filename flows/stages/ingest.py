@@ -322,7 +322,7 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, pru
         own_code = existing._code(source.name)
         seen = SeenKeys()
         previously_bad = set(rejects.known(store, STAGE))
-        new_parts, changed_parts, bad = [], [], []
+        writer, bad = _ItemsWriter(store, schema), []
         n = written = unchanged = rejected = partial = 0
         clean_ids: list[str] = []
         checked = False
@@ -362,12 +362,12 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, pru
                 is_new, is_changed = keep["new"], keep["changed"]
                 unchanged += int(keep["unchanged"].sum())
                 if is_new.any():
-                    new_parts.append(rows.filter(pa.array(is_new)))
+                    writer.add_new(rows.filter(pa.array(is_new)))
                 if is_changed.any():
-                    changed_parts.append(rows.filter(pa.array(is_changed)))
+                    writer.add_changed(rows.filter(pa.array(is_changed)))
                 if on_progress:
                     on_progress(mb.table.num_rows)
-        written = _write(store, schema, new_parts, changed_parts)
+        written = writer.finish()
         pruned = _prune(store, source, seen) if prune else 0
         rejects.record(store, bad)
         bad_ids = {b.id for b in bad}
@@ -419,17 +419,55 @@ def _decide(b: _Batch, existing: _Existing, own_code: int, seen: SeenKeys, sourc
     return {"new": keep & ~there, "changed": keep & there & ~same, "unchanged": keep & there & same}, verdicts
 
 
-def _write(store: Store, schema: pa.Schema, new_parts: list, changed_parts: list) -> int:
-    written = 0
-    stamp = schema.remove(schema.get_field_index("ingested_at"))
-    for parts, write in ((new_parts, store.append), (changed_parts, store.upsert)):
-        if not parts:
-            continue
-        data = pa.concat_tables([p.select(stamp.names).cast(stamp) for p in parts])
-        data = data.append_column("ingested_at", now_array(data.num_rows))
-        write(ITEMS, data, schema)
-        written += data.num_rows
-    return written
+class _ItemsWriter:
+    """New rows go to uncommitted Lance fragments every ``fragment_rows`` rows, all made
+    visible by ONE Append at the end (a crash leaves only unreferenced files, which
+    ``plait optimize`` removes); changed rows are merged on id at the end. So a manifest of any
+    size lands in one version while memory holds one buffer, not the whole manifest."""
+
+    fragment_rows = 500_000
+
+    def __init__(self, store: Store, schema: pa.Schema):
+        self.store, self.schema = store, schema
+        self.stamp = schema.remove(schema.get_field_index("ingested_at"))
+        self.new: list[pa.Table] = []
+        self.changed: list[pa.Table] = []
+        self.buffered = 0
+        self.fragments: list[str] = []
+        self.written = 0
+
+    def add_new(self, rows: pa.Table) -> None:
+        self.new.append(rows)
+        self.buffered += rows.num_rows
+        if self.buffered >= self.fragment_rows:
+            self._spill()
+
+    def add_changed(self, rows: pa.Table) -> None:
+        self.changed.append(rows)
+
+    def finish(self) -> int:
+        from store.fragments import commit
+
+        self._spill()
+        commit(self.store, ITEMS, self.fragments)
+        if self.changed:
+            data = self._stamped(self.changed)
+            self.store.upsert(ITEMS, data, self.schema)
+            self.written += data.num_rows
+        return self.written
+
+    def _spill(self) -> None:
+        from store.fragments import write_uncommitted
+
+        if self.new:
+            data = self._stamped(self.new)
+            self.fragments += write_uncommitted(self.store, ITEMS, [data], self.schema)
+            self.written += data.num_rows
+            self.new, self.buffered = [], 0
+
+    def _stamped(self, parts: list[pa.Table]) -> pa.Table:
+        data = pa.concat_tables([p.select(self.stamp.names).cast(self.stamp) for p in parts])
+        return data.append_column("ingested_at", now_array(data.num_rows))
 
 
 def _prune(store: Store, source: SourceConfig, seen: SeenKeys) -> int:
