@@ -27,7 +27,7 @@ from flows.batching import OomSplitter
 from flows.encoders import Encoder, build_encoder
 from flows.progress import bar
 from store import encoder_tables, registries, rejects, sql, watermarks
-from store.db import Store, now_array, take_rows, vector_array
+from store.db import Store, constant, now_array, take_rows, vector_array
 from store.errors import SchemaMismatch
 from store.lease import Lease, hold
 from store.schema import ENCODERS, ITEMS, REJECTS, embedding_schema
@@ -283,9 +283,9 @@ class _Writer:
         shas = pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in self.shas])
         return pa.table({
             "id": ids, "content_sha256": shas, "vector": vector_array(np.concatenate(self.vectors)),
-            "encoder": pa.array([self.spec] * n), "fingerprint": pa.array([self.fp.value] * n),
-            "weights_sha256": pa.array([self.fp.weights_sha256] * n),
-            "preprocess_sha256": pa.array([self.fp.preprocess_sha256] * n), "embedded_at": now_array(n),
+            "encoder": constant(self.spec, n), "fingerprint": constant(self.fp.value, n),
+            "weights_sha256": constant(self.fp.weights_sha256, n),
+            "preprocess_sha256": constant(self.fp.preprocess_sha256, n), "embedded_at": now_array(n),
         })
 
     def flush(self) -> None:

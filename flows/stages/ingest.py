@@ -30,7 +30,7 @@ from flows.config import SourceConfig
 from flows.images import image_ref
 from flows.manifests import ManifestError, iter_manifest
 from store import rejects, sql
-from store.db import Store, now_array, sha256_column
+from store.db import Store, constant, now_array, sha256_column
 from store.errors import SchemaMismatch
 from store.keys import KeyIndex, SeenKeys, hash64, hex64
 from store.lease import hold
@@ -212,7 +212,7 @@ def _prepare(table: pa.Table, numbers: list[int], source: SourceConfig, types: d
         if not problems.get(k):
             problems[k].append("no content: neither text nor image; fix: fill one of them")
     labels = {name: _labels(table.column(name), kind, name, problems) for name, kind in types.items()}
-    src = pa.array([source.name] * n, pa.string())
+    src = constant(source.name, n, pa.string())
     hashed = [src, _nullable(text_sha), _nullable(uri), _nullable(image_sha)] + [
         _nullable(_label_strings(labels[name], kind)) for name, kind in types.items()]
     # The row's change key: a 64-bit hash of all its fields (vectorised; a change detector needs

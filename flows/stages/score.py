@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from flows.progress import bar
 from heads import MultiTaskHeads, load_head
 from store import registries
-from store.db import Store, now_array, take_rows, vector_array, vectors_of
+from store.db import Store, constant, now_array, take_rows, vector_array, vectors_of
 from store.errors import MissingTable, SchemaMismatch
 from store.keys import hash64
 from store.lease import hold
@@ -131,7 +131,7 @@ def _plan_score(store: Store, name: str) -> _ScorePlan:
 def _predictions(est: MultiTaskHeads, version: int, rows: pa.Table, X: np.ndarray) -> pa.Table:
     proba = est.predict_proba(X)
     n = rows.num_rows
-    cols = {"id": rows.column("id"), "head_version": pa.array([version] * n, pa.int32()),
+    cols = {"id": rows.column("id"), "head_version": constant(version, n, pa.int32()),
             "inputs_hash": rows.column("inputs_hash")}
     for t in est.tasks:
         p = proba[t.name]
