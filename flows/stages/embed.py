@@ -282,7 +282,7 @@ class _Writer:
         ids = pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in self.ids])
         shas = pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in self.shas])
         return pa.table({
-            "id": ids, "content_sha256": shas, "vector": vector_array(np.concatenate(self.vectors)),
+            "id": ids, "content_sha256": shas, "vector": pa.chunked_array([vector_array(v) for v in self.vectors]),  # no copy
             "encoder": constant(self.spec, n), "fingerprint": constant(self.fp.value, n),
             "weights_sha256": constant(self.fp.weights_sha256, n),
             "preprocess_sha256": constant(self.fp.preprocess_sha256, n), "embedded_at": now_array(n),
@@ -295,10 +295,11 @@ class _Writer:
             change = np.concatenate(self.changes)
             data = self._table(n)
             ids = data.column("id")
-            if (~change).any():
-                self.store.append(self.table, data.filter(pa.array(~change)), self.schema)
-            if change.any():
-                self.store.upsert(self.table, data.filter(pa.array(change)), self.schema)
+            new, changed = _split(data, change)
+            if new is not None:
+                self.store.append(self.table, new, self.schema)
+            if changed is not None:
+                self.store.upsert(self.table, changed, self.schema)
             if self.known_bad:
                 rejects.clear(self.store, self.stage, [i for i in ids.to_pylist() if i in self.known_bad])
             self.encoded += n
@@ -308,6 +309,16 @@ class _Writer:
             self.rejected += len(self.bad)
             self.bad = []
         self.last_commit = time.monotonic()
+
+
+def _split(data: pa.Table, change: np.ndarray) -> tuple[pa.Table | None, pa.Table | None]:
+    """(new rows, changed rows) of a buffer; a buffer that is all one kind (a first run: all
+    new) is passed through, since filtering copies every vector (2.2 s of 16 s at 10^6 x 512)."""
+    if not change.any():
+        return data, None
+    if change.all():
+        return None, data
+    return data.filter(pa.array(~change)), data.filter(pa.array(change))
 
 
 def _checked(enc: Encoder, vectors: np.ndarray, n: int) -> np.ndarray:
@@ -450,11 +461,11 @@ class _FragmentWriter(_Writer):
             n = self.buffered
             change = np.concatenate(self.changes)
             data = self._table(n)
-            if (~change).any():
-                self.fragments += write_uncommitted(self.store, self.table, [data.filter(pa.array(~change))],
-                                                    self.schema)
-            if change.any():
-                self.changed.append(data.filter(pa.array(change)))
+            new, changed = _split(data, change)
+            if new is not None:
+                self.fragments += write_uncommitted(self.store, self.table, [new], self.schema)
+            if changed is not None:
+                self.changed.append(changed)
             self.encoded += n
             self.ids, self.shas, self.changes, self.vectors, self.buffered = [], [], [], [], 0
         self.all_bad += self.bad
