@@ -211,3 +211,45 @@ def test_ingest_prune_on_a_source_removes_only_its_missing_items(store, tmp_path
     a.write_text('{"id": "a1", "text": "x"}\n')
     report = ingest(store, SourceConfig(name="a", manifest="x", image=None, prune=True), a)
     assert report.pruned == 1 and sorted(store.read(ITEMS, ["id"]).column("id").to_pylist()) == ["a1", "b1"]
+
+
+def test_a_big_manifest_lands_in_one_commit_while_memory_holds_one_buffer(store, tmp_path, monkeypatch):
+    """New rows are spilled to uncommitted fragments every ``fragment_rows``; one Append makes
+    them visible. A failure after some spills leaves items as they were."""
+    from flows import manifests
+    from flows.stages import ingest as stage
+
+    monkeypatch.setattr(manifests, "BATCH_ROWS", 7)
+    monkeypatch.setattr(stage._ItemsWriter, "fragment_rows", 10)
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"id": [f"t{i:03d}" for i in range(60)], "text": [f"text {i}" for i in range(60)]}), path)
+    source = SourceConfig(name="texts", manifest=str(path), image=None)
+    spills = []
+    real_spill = stage._ItemsWriter._spill
+
+    def spill(self):
+        spills.append(self.buffered)
+        real_spill(self)
+
+    monkeypatch.setattr(stage._ItemsWriter, "_spill", spill)
+    ingest(store, source, path)  # creates items
+    assert store.read(ITEMS, ["id"]).num_rows == 60 and len([s for s in spills if s]) >= 5
+
+    before = store.version(ITEMS)
+    more = tmp_path / "more.parquet"
+    pq.write_table(pa.table({"id": [f"u{i:03d}" for i in range(40)], "text": [f"more {i}" for i in range(40)]}), more)
+    report = ingest(store, source, more)
+    assert report.written == 40 and store.version(ITEMS) == before + 2  # the rows, then the id index
+    assert store.open(ITEMS, before + 1).count_rows() == 100  # 4+ spills, all visible in one commit
+
+    def fail_after_two(self):
+        real_spill(self)
+        if len(self.fragments) >= 2:
+            raise OSError("disk went away")
+
+    monkeypatch.setattr(stage._ItemsWriter, "_spill", fail_after_two)
+    last = tmp_path / "last.parquet"
+    pq.write_table(pa.table({"id": [f"v{i:03d}" for i in range(40)], "text": [f"last {i}" for i in range(40)]}), last)
+    with pytest.raises(OSError):
+        ingest(store, source, last)
+    assert store.version(ITEMS) == before + 2 and store.read(ITEMS, ["id"]).num_rows == 100  # nothing half-landed
