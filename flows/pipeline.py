@@ -232,20 +232,24 @@ def serve(root: str, schedule: ScheduleConfig, name: str | None = None,
                     entrypoint_type=EntrypointType.MODULE_PATH, **when)
     if on_ready is not None:
         on_ready(f"{pipeline_flow.name}/{name}")
-    if stop.is_set():
-        return
-    try:
+    try:  # even when stop is already set: starting then stopping pauses the schedule add_flow registered
         asyncio.run(_run_until(runner, stop))
     except KeyboardInterrupt:
         pass
 
 
-async def _run_until(runner, stop: threading.Event, poll_s: float = 0.2) -> None:
+async def _run_until(runner, stop: threading.Event, poll_s: float = 0.2, start_grace_s: float = 30.0) -> None:
     """``runner.start()`` until it returns or ``stop`` is set; then stop it the way Prefect's
-    own SIGTERM handler does (``astop``: cancel runs in flight, leave the loops), or cancel
-    the start if the runner has not started yet. Its exit pauses the schedule either way."""
+    own SIGTERM handler does (``astop``: cancel runs in flight, leave the loops), so that its
+    exit pauses the schedule. A runner still starting gets ``start_grace_s`` to finish first
+    (cancelled half-way, it would leave the deployment's schedule active on the server with
+    nobody to run it); one that never starts is cancelled."""
+    loop = asyncio.get_running_loop()
     started = asyncio.ensure_future(runner.start())
     while not started.done() and not stop.is_set():
+        await asyncio.wait({started}, timeout=poll_s)
+    deadline = loop.time() + start_grace_s
+    while not started.done() and not runner.started and loop.time() < deadline:
         await asyncio.wait({started}, timeout=poll_s)
     if not started.done():
         if runner.started:

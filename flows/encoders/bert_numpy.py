@@ -7,6 +7,8 @@ The forward pass is BERT's own (embeddings, post-LN self-attention, erf GELU) in
 its vectors match sentence-transformers' to about 1e-6 (tested): a query encoded here lands
 in the same space as the stored vectors. Only folders it reproduces exactly qualify
 (:func:`load_numpy_bert` returns None otherwise) and the caller keeps the full library.
+Vectors a GPU run stored under fp16 autocast differ from these by ~1e-3: the same space,
+not the same bits (as any two devices).
 """
 from __future__ import annotations
 
@@ -29,29 +31,66 @@ class BertShape:
 
 
 def load_numpy_bert(folder: Path) -> "NumpyBert | None":
-    """The numpy model for ``folder``, or None when the folder is anything but a plain
-    BERT with mean pooling and a Normalize module (then only sentence-transformers is exact)."""
+    """The numpy model for ``folder``, or None unless the folder is a plain BERT that this
+    copy reproduces exactly: mean pooling then Normalize, an explicit ``max_seq_length``,
+    float32 weights, a BERT tokenizer whose saved settings (lower-casing, accents, Chinese
+    characters, right-side truncation) agree with its ``tokenizer.json``, and no default
+    prompt. Anything else is left to sentence-transformers."""
     try:
-        modules = [m["type"] for m in json.loads((folder / "modules.json").read_text())]
-        config = json.loads((folder / "config.json").read_text())
-        pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
-        st_config = json.loads((folder / "sentence_bert_config.json").read_text())
+        modules = [m["type"] for m in _json(folder / "modules.json")]
+        config = _json(folder / "config.json")
+        pooling = _json(folder / "1_Pooling" / "config.json")
+        st_config = _json(folder / "sentence_bert_config.json")
+        tok_json = _json(folder / "tokenizer.json")
+        tok_config = _json(folder / "tokenizer_config.json", missing={})
+        st_model = _json(folder / "config_sentence_transformers.json", missing={})
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    weights, tokenizer = folder / "model.safetensors", folder / "tokenizer.json"
-    plain = (modules == _MODULES and config.get("model_type") == "bert" and config.get("hidden_act") == "gelu"
-             and config.get("position_embedding_type", "absolute") == "absolute"
-             and pooling.get("pooling_mode_mean_tokens") is True
-             and not any(pooling.get(k) for k in ("pooling_mode_cls_token", "pooling_mode_max_tokens",
-                                                   "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens",
-                                                   "pooling_mode_lasttoken"))
-             and not st_config.get("do_lower_case") and weights.is_file() and tokenizer.is_file())
-    if not plain:
+    weights = folder / "model.safetensors"
+    if not (modules == _MODULES and _plain_bert(config) and _mean_pooling(pooling) and weights.is_file()
+            and isinstance(st_config.get("max_seq_length"), int) and not st_config.get("do_lower_case")
+            and _tokenizer_agrees(tok_json, tok_config) and not st_model.get("default_prompt_name")):
         return None
-    max_tokens = min(int(st_config.get("max_seq_length") or 512), int(config["max_position_embeddings"]))
+    max_tokens = min(st_config["max_seq_length"], int(config["max_position_embeddings"]))
     shape = BertShape(int(config["num_hidden_layers"]), int(config["num_attention_heads"]),
                       float(config.get("layer_norm_eps", 1e-12)), max_tokens)
-    return NumpyBert(weights, tokenizer, shape)
+    try:
+        return NumpyBert(weights, folder / "tokenizer.json", shape)
+    except _NotExact:
+        return None
+
+
+def _json(path: Path, missing=None):
+    if missing is not None and not path.exists():
+        return missing
+    return json.loads(path.read_text())
+
+
+def _plain_bert(config: dict) -> bool:
+    return (config.get("model_type") == "bert" and config.get("hidden_act") == "gelu"
+            and config.get("position_embedding_type", "absolute") == "absolute")
+
+
+def _mean_pooling(pooling: dict) -> bool:
+    others = ("pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens",
+              "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken")
+    return pooling.get("pooling_mode_mean_tokens") is True and not any(pooling.get(k) for k in others)
+
+
+def _tokenizer_agrees(tok_json: dict, tok_config: dict) -> bool:
+    """transformers rebuilds a BERT tokenizer's normaliser from tokenizer_config.json when the
+    two disagree; the Rust tokenizer alone would not: only an agreeing pair is exact."""
+    norm = tok_json.get("normalizer") or {}
+    return (norm.get("type") == "BertNormalizer" and tok_json.get("pre_tokenizer", {}).get("type") == "BertPreTokenizer"
+            and tok_config.get("tokenizer_class", "BertTokenizer") in ("BertTokenizer", "BertTokenizerFast")
+            and tok_config.get("do_lower_case", True) == norm.get("lowercase", True)
+            and tok_config.get("strip_accents") == norm.get("strip_accents")
+            and tok_config.get("tokenize_chinese_chars", True) == norm.get("handle_chinese_chars", True)
+            and tok_config.get("truncation_side", "right") == "right")
+
+
+class _NotExact(Exception):
+    pass
 
 
 class NumpyBert:
@@ -60,7 +99,9 @@ class NumpyBert:
         from tokenizers import Tokenizer
 
         tensors = load_file(str(weights))
-        self.w = {k.removeprefix("bert."): v.astype(np.float32, copy=False) for k, v in tensors.items()}
+        if any(v.dtype != np.float32 for v in tensors.values() if v.dtype.kind == "f"):
+            raise _NotExact("half-precision weights: the library computes in their dtype")
+        self.w = {k.removeprefix("bert."): v for k, v in tensors.items()}
         self.shape = shape
         self.tokenizer = Tokenizer.from_file(str(tokenizer))
         self.tokenizer.no_padding()  # one text at a time: no padding, so no mask to get wrong

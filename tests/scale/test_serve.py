@@ -175,14 +175,22 @@ def test_the_serve_loop_stops_a_started_runner_when_the_flag_is_set_from_another
     asyncio.run(_run_until(runner, stop, poll_s=0.05))
     assert runner.stopped_by == "astop" and time.monotonic() - t0 < 5
 
+    class StartsLate(Runner):  # SIGTERM while the runner is still starting: let it start, then stop it
+        async def start(self):
+            await asyncio.sleep(0.3)
+            await super().start()
+
+    late, stop = StartsLate(), threading.Event()
+    stop.set()
+    asyncio.run(_run_until(late, stop, poll_s=0.05))
+    assert late.stopped_by == "astop"  # its exit pauses the schedule
+
     class NeverStarts(Runner):
         async def start(self):
             await asyncio.sleep(3600)
 
-    stop = threading.Event()
-    stop.set()
     t0 = time.monotonic()
-    asyncio.run(_run_until(NeverStarts(), stop, poll_s=0.05))  # cancelled, not stopped
+    asyncio.run(_run_until(NeverStarts(), stop, poll_s=0.05, start_grace_s=0.3))  # cancelled, not stopped
     assert time.monotonic() - t0 < 5
 
 

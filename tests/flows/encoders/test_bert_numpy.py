@@ -42,7 +42,9 @@ def _copy_model(tmp_path: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("change", ["cls pooling", "no tokenizer.json", "roberta", "lower-case flag", "extra module"])
+@pytest.mark.parametrize("change", ["cls pooling", "no tokenizer.json", "roberta", "lower-case flag", "extra module",
+                                    "tokenizer_config says cased", "left truncation", "default prompt",
+                                    "no max_seq_length", "fp16 weights"])
 def test_a_model_it_cannot_reproduce_exactly_is_left_to_the_library(tmp_path, change):
     folder = _copy_model(tmp_path)
     if change == "cls pooling":
@@ -56,11 +58,28 @@ def test_a_model_it_cannot_reproduce_exactly_is_left_to_the_library(tmp_path, ch
         (folder / "config.json").write_text(json.dumps({**cfg, "model_type": "roberta"}))
     elif change == "lower-case flag":
         (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 256, "do_lower_case": True}))
+    elif change == "tokenizer_config says cased":  # transformers would rebuild the normaliser: no lower-casing
+        _edit(folder / "tokenizer_config.json", do_lower_case=False)
+    elif change == "left truncation":
+        _edit(folder / "tokenizer_config.json", truncation_side="left")
+    elif change == "default prompt":
+        _edit(folder / "config_sentence_transformers.json", prompts={"query": "query: "}, default_prompt_name="query")
+    elif change == "no max_seq_length":  # the library would take the tokenizer's model_max_length
+        (folder / "sentence_bert_config.json").write_text(json.dumps({"do_lower_case": False}))
+    elif change == "fp16 weights":
+        from safetensors.numpy import load_file, save_file
+
+        tensors = load_file(str(folder / "model.safetensors"))
+        save_file({k: v.astype(np.float16) for k, v in tensors.items()}, str(folder / "model.safetensors"))
     else:
         modules = json.loads((folder / "modules.json").read_text())
         modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
         (folder / "modules.json").write_text(json.dumps(modules))
     assert load_numpy_bert(folder) is None
+
+
+def _edit(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
 
 
 def test_a_cold_text_query_imports_neither_torch_nor_sentence_transformers(tmp_path, minilm):
