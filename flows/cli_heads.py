@@ -24,5 +24,5 @@ def cmd_evaluate(args, out) -> int:
 def add_commands(add, out) -> None:
     sp = add("evaluate", lambda args: cmd_evaluate(args, out),
              "a head's test metrics, confusion matrices and a model card (vs its previous version and baselines)")
-    sp.add_argument("head", help="a trained head's name")
+    sp.add_argument("head", nargs="?", help="a trained head's name (default: the one trained head)")
     sp.add_argument("--version", type=int, help="the head version (default: the latest)")

@@ -52,9 +52,8 @@ def cmd_validate(args, out) -> int:
     if bad:  # exit 2 like any error, but the report above (or the --json payload) stays the only stdout
         import sys
 
-        fix = bad[0].fix or "correct the first problem listed, then re-run plait validate"
-        print(f"plait: error: {len(bad)} problem(s) in {_root(args)} (listed above)\nFix: {terminal_safe(fix)}",
-              file=sys.stderr, flush=True)
+        print(f"plait: error: {len(bad)} problem(s) in {_root(args)}, each listed above with its fix\n"
+              f"Fix: correct them, then re-run plait validate", file=sys.stderr, flush=True)
         return 2
     return 0
 

@@ -56,7 +56,7 @@ def stage_lines(reports: dict) -> list[str]:
     if done:
         freed = sum(d["bytes_removed"] for d in done) / 1e6
         lines.append(f"optimize: {len(done)} tables compacted, "
-                     f"{sum(d['versions_before'] - d['versions_after'] for d in done)} old versions removed "
+                     f"{sum(d['versions_removed'] for d in done)} old versions removed "
                      f"({freed:.1f} MB), pinned versions kept")
     return lines
 

@@ -13,7 +13,6 @@ dataclasses' fields, so adding a field never needs a second edit here. Writing g
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import tomllib
 import types
 import typing
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from store.errors import ConfigError
+from store.errors import ConfigError, did_you_mean  # noqa: F401  (did_you_mean: imported from here too)
 from store.schema import MODALITIES
 
 if TYPE_CHECKING:
@@ -32,12 +31,6 @@ DEFAULT_FUSION = "fused"  # what `plait fuse` builds when plait.toml has no [[fu
 DEFAULT_HEAD = "mtl"  # what `plait train` trains when plait.toml has no [[heads]]
 
 LABEL_TYPES = ("class", "float", "list")
-
-
-def did_you_mean(word, choices) -> str:
-    """``"; did you mean 'labels'?"`` when a choice is close to ``word`` (difflib), else ``""``."""
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,8 +271,9 @@ class ProjectConfig:
                 for t in x.tasks:
                     if t not in labels:
                         raise ConfigError(f"{kind} {x.name!r} task {t!r} is not a label column of any source"
-                                          + did_you_mean(t, labels),
-                                          fix=f"use label columns {labels}, or add {t!r} to a source's labels")
+                                          + did_you_mean(t, labels) + f" (the sources' labels: {labels})",
+                                          fix=f"make the task and the labels agree: rename the task, or list {t!r} "
+                                              f"in the source's labels (the manifest's column name)")
 
     # --- TOML ------------------------------------------------------------------------------
     @classmethod

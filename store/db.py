@@ -299,7 +299,7 @@ class Store:
         after = len(self._db.open_table(name).to_lance().versions())
         return {"table": name, "fragments_removed": compaction.fragments_removed,
                 "fragments_added": compaction.fragments_added, "versions_before": before,
-                "versions_after": after, "bytes_removed": stats.bytes_removed,
+                "versions_after": after, "versions_removed": stats.old_versions, "bytes_removed": stats.bytes_removed,
                 "pinned": sorted(self.pins(name).values())}
 
     def duplicate_keys(self, name: str) -> int:

@@ -6,6 +6,18 @@ working while ``except PlaitError`` catches everything plait raises on purpose.
 """
 from __future__ import annotations
 
+import difflib
+
+
+def did_you_mean(word, choices) -> str:
+    """``"; did you mean 'labels'?"`` when a choice is close to ``word`` (difflib), else ``""``.
+    A label asked for by its manifest name (``color``) points at its stored column (``label_color``)."""
+    choices = [str(c) for c in choices]
+    if f"label_{word}" in choices:
+        return f"; did you mean 'label_{word}'? (labels are stored as label_NAME)"
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
 
 class PlaitError(Exception):
     """Base class. ``fix`` is a one-line remedy shown to the user after the message."""

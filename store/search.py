@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from store import sql
 from store.db import Store, vectors_of
-from store.errors import BadQuery, MissingTable, UnknownKey
+from store.errors import BadQuery, MissingTable, UnknownKey, did_you_mean
 from store.exact import topk_table
 from store.index import HnswConfig, HnswIndex, IndexReport, index_dir, read_meta
 from store.schema import ITEMS
@@ -272,7 +272,8 @@ class VectorSearch:
             have = self._seen.item_columns
             unknown = [c for c in request.columns if c not in have]
             if unknown:
-                raise BadQuery(f"unknown or binary item column(s) {unknown}", fix=f"choose from: {', '.join(have)}")
+                raise BadQuery(f"unknown or binary item column(s) {unknown}" + did_you_mean(unknown[0], have),
+                               fix=f"choose from: {', '.join(have)}")
 
     def _query_vector(self, vector) -> np.ndarray:
         try:
@@ -304,10 +305,9 @@ class VectorSearch:
                 self._per_filter.clear()  # keyed by id() of cached arrays: drop with them
             return ids
         except Exception as exc:  # LanceDB raises ValueError/RuntimeError/its own types for bad SQL
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            cols = ", ".join(self.store.open(ITEMS).schema.names)
-            raise BadQuery(f"bad where clause {where!r}: {first[:300]}",
-                           fix=f"write SQL over the item columns ({cols}), e.g. \"source = 'shop'\"") from None
+            names = self.store.open(ITEMS).schema.names
+            raise BadQuery(f"bad where clause {where!r}: {_sql_problem(exc, names)}",
+                           fix=f"write SQL over the item columns ({', '.join(names)}), e.g. \"source = 'shop'\"") from None
 
     def _read_items(self, columns: list[str], where: str) -> pa.Table:
         if self._items_ds is not None:
@@ -346,3 +346,18 @@ def refresh_index(store: Store, table: str) -> None:
     stages call this after writing so the first query does not pay for it."""
     if read_meta(store, table) is not None:
         VectorSearch(store, table).index()
+
+
+def _sql_problem(exc: Exception, columns: list[str]) -> str:
+    """What was wrong with a where clause, in the user's terms: an unknown column is named with
+    a suggestion; Lance's own text is cut before its list of internal fields and source paths."""
+    import re
+
+    text = str(exc).strip()
+    missing = re.search(r"No field named ([\w.\"`]+)", text)
+    if missing:
+        name = missing.group(1).strip('"`.').split(".")[-1]
+        return f"no item column named {name!r}" + did_you_mean(name, columns)
+    first = text.splitlines()[0] if text else type(exc).__name__
+    first = first.split(" Valid fields are")[0]
+    return re.sub(r"(?:/[\w.@+-]+){2,}(?::\d+)*", "<path>", first)[:300]

@@ -102,6 +102,9 @@ class SentenceTransformerEncoder(Encoder):
         except ImportError as e:
             raise MissingDependency("sentence-transformers is not installed", fix="pip install 'plait[text]'") from e
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the folder is local: never phone home
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # its "Loading weights" bar on every run: plait reports progress itself
         self._model = SentenceTransformer(str(self.path), device=self.device or _default_device())
         self._model.eval()
 

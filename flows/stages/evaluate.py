@@ -32,13 +32,23 @@ class EvaluateReport:
     folder: str  # relative to the store's artifacts
 
 
-def evaluate_head(store: Store, name: str, version: int | None = None) -> EvaluateReport:
+def evaluate_head(store: Store, name: str | None = None, version: int | None = None) -> EvaluateReport:
     from flows.stages.train import load_features
     from heads import evaluate
 
-    rows = [r for r in registries.rows(store, HEADS) if r["name"] == name]
+    trained = registries.rows(store, HEADS)
+    names = sorted({r["name"] for r in trained})
+    if name is None:  # the one trained head, as train and score default to the configured one
+        if len(names) != 1:
+            raise MissingTable("no head trained yet" if not names else f"several heads are trained: {names}",
+                               fix="run plait train first" if not names else "name one: plait evaluate HEAD")
+        name = names[0]
+    rows = [r for r in trained if r["name"] == name]
     if not rows:
-        raise MissingTable(f"no trained head named {name!r}", fix=f"run plait train {name} first")
+        from flows.config import did_you_mean
+
+        raise MissingTable(f"no trained head named {name!r}" + did_you_mean(name, names),
+                           fix=f"pick one of {names}" if names else f"run plait train {name} first")
     by_version = {r["version"]: r for r in rows}
     if version is not None and version not in by_version:
         raise MissingTable(f"head {name!r} has no version {version}; it has {sorted(by_version)}",

@@ -144,6 +144,14 @@ def test_evaluate_writes_a_model_card_with_confusion_matrices_and_the_previous_v
     assert (folder / "confusion_color.png").stat().st_size > 1000 and (folder / "confusion_topic.png").exists()
     card = Path(report.card).read_text()
     assert f"h-eval@v{second.version}" in card and "previous" in card.lower() and "sklearn per task" in card
+    from store.errors import MissingTable
+
+    with pytest.raises(MissingTable, match="did you mean 'h-eval'"):
+        evaluate_head(store, "h-evl")
+    train(store, HeadConfig(name="h-eval-2", fusion="both", tasks=("color",), hidden=8, max_epochs=2, baselines=False))
+    with pytest.raises(MissingTable, match="several heads are trained: .*'h-eval'") as err:
+        evaluate_head(store)  # no name, and this store holds more than one head
+    assert "plait evaluate HEAD" in err.value.fix
 
 
 def test_late_fusion_head_trains_scores_and_refuses_a_non_concat_fusion(embedded):

@@ -129,6 +129,20 @@ def test_bad_requests_raise_bad_query_with_fix(table, request_, message):
     assert err.value.fix
 
 
+@pytest.mark.parametrize("request_, message", [
+    (SearchRequest(where="group = 'g1'"), "no item column named 'group'; did you mean 'label_group'"),
+    (SearchRequest(where="label_grup = 'g1'"), "no item column named 'label_grup'; did you mean 'label_group'"),
+    (SearchRequest(where="source = "), "Expected: an expression"),
+    (SearchRequest(columns=("group",)), r"\['group'\]; did you mean 'label_group'"),
+])
+def test_bad_where_and_columns_say_which_column_was_meant_and_never_a_source_path(table, request_, message):
+    store, x, _ = table
+    with pytest.raises(BadQuery, match=message) as err:
+        VectorSearch(store, "fused__t").search(x[0], request_)
+    text = str(err.value)
+    assert "_rowaddr" not in text and ".rs:" not in text and "/home/" not in text, text  # Lance's internals
+
+
 def test_bad_vectors_and_unknown_ids_and_tables(table):
     store, x, _ = table
     search = VectorSearch(store, "fused__t")
