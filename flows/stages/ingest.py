@@ -34,7 +34,6 @@ from store.db import Store, constant, now_array, sha256_column
 from store.errors import SchemaMismatch
 from store.keys import KeyIndex, SeenKeys, hash64, hex64
 from store.lease import hold
-from store.lineage import sha256_text
 from store.schema import ITEMS, LABEL_PREFIX, items_schema
 
 STAGE = "ingest"
