@@ -215,10 +215,16 @@ def _same_content(ids: np.ndarray, shas: np.ndarray, other_ids: np.ndarray,
     from store.keys import locate
 
     at = locate(ids, other_ids)
-    found = at >= 0
     same = np.zeros(len(at), bool)
-    same[found] = (shas[found] == other_shas[at[found]]).all(axis=1)
+    for start in range(0, len(at), _COMPARE_ROWS):  # in slices: the gathered digests stay small
+        part = slice(start, start + _COMPARE_ROWS)
+        pos = at[part]
+        found = pos >= 0
+        same[part][found] = (shas[part][found] == other_shas[pos[found]]).all(axis=1)
     return at, same
+
+
+_COMPARE_ROWS = 1 << 20
 
 
 def _remove(store: Store, table: str, stale: pa.Array) -> int:
