@@ -27,7 +27,8 @@ def _cell(value, width: int) -> str:
 def query_table(args) -> str:
     """The table a query reads: ``--table``, else ``--fusion``, else the project's only fusion
     (plait.toml's, else the store's), else ``fused`` when it is one of several."""
-    from flows.config import DEFAULT_FUSION, ProjectConfig, did_you_mean
+    from flows.config import DEFAULT_FUSION, ProjectConfig
+    from store.errors import did_you_mean
     from store.errors import ConfigError
 
     if args.table or args.fusion:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from store.errors import ConfigError, did_you_mean  # noqa: F401  (did_you_mean: imported from here too)
+from store.errors import ConfigError, did_you_mean
 from store.schema import MODALITIES
 
 if TYPE_CHECKING:

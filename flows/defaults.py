@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from flows.config import (DEFAULT_FUSION, DEFAULT_HEAD, PROJECT_FILE, EncoderConfig, FusionConfig, HeadConfig,
-                          ProjectConfig, did_you_mean)
-from store.errors import ConfigError, MissingTable
+                          ProjectConfig)
+from store.errors import ConfigError, MissingTable, did_you_mean
 from store.schema import ITEMS, LABEL_PREFIX, MODALITIES
 
 

@@ -62,7 +62,7 @@ def resolve_table(store, name: str) -> str:
     for candidate in (name, f"fused__{slug(name)}"):
         if store.exists(candidate):
             return candidate
-    from flows.config import did_you_mean
+    from store.errors import did_you_mean
 
     names = store.table_names()
     raise MissingTable(f"no table or fusion named {name!r} in {store.uri}" + did_you_mean(name, names),

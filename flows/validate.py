@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.config import ProjectConfig, did_you_mean
+from flows.config import ProjectConfig
+from store.errors import did_you_mean
 from store.errors import ConfigError, PlaitError
 
 

@@ -162,22 +162,16 @@ class RowKeys:
 
 
 def scan_keys(dataset, sha_column: str, filter: str | None = None, batch_rows: int = 262_144) -> RowKeys:
-    """:class:`RowKeys` of a Lance dataset, streamed in batches so that no string column of
-    the whole table is ever held: peak memory is the keys plus one batch."""
+    """:class:`RowKeys` of a Lance dataset (pinned to its version), streamed in batches so that
+    no string column of the whole table is ever held: peak memory is the keys plus one batch."""
     n = dataset.count_rows(filter=filter) if filter else dataset.count_rows()
     keys = RowKeys(np.empty(n, np.uint64), np.empty((n, 2), np.uint64), np.empty(n, np.uint64))
     at = 0
     for batch in dataset.to_batches(columns=["id", sha_column], filter=filter, with_row_id=True,
-                                    batch_size=batch_rows):
-        m = batch.num_rows
-        if at + m > n:  # rows appeared since the count (another writer): grow
-            grow = at + m - n
-            keys = RowKeys(np.concatenate([keys.id, np.empty(grow, np.uint64)]),
-                           np.concatenate([keys.sha, np.empty((grow, 2), np.uint64)]),
-                           np.concatenate([keys.rowid, np.empty(grow, np.uint64)]))
-            n = at + m
-        keys.id[at:at + m] = hash64(batch.column("id"))
-        keys.sha[at:at + m] = digest128(batch.column(sha_column))
-        keys.rowid[at:at + m] = batch.column("_rowid").to_numpy()
-        at += m
-    return RowKeys(keys.id[:at], keys.sha[:at], keys.rowid[:at]) if at < n else keys
+                                    batch_size=batch_rows):  # one version: as many rows as counted
+        part = slice(at, at + batch.num_rows)
+        keys.id[part] = hash64(batch.column("id"))
+        keys.sha[part] = digest128(batch.column(sha_column))
+        keys.rowid[part] = batch.column("_rowid").to_numpy()
+        at += batch.num_rows
+    return keys

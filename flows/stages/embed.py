@@ -215,16 +215,10 @@ def _same_content(ids: np.ndarray, shas: np.ndarray, other_ids: np.ndarray,
     from store.keys import locate
 
     at = locate(ids, other_ids)
+    found = at >= 0
     same = np.zeros(len(at), bool)
-    for start in range(0, len(at), _COMPARE_ROWS):  # in slices: the gathered digests stay small
-        part = slice(start, start + _COMPARE_ROWS)
-        pos = at[part]
-        found = pos >= 0
-        same[part][found] = (shas[part][found] == other_shas[pos[found]]).all(axis=1)
+    same[found] = (shas[found] == other_shas[at[found]]).all(axis=1)
     return at, same
-
-
-_COMPARE_ROWS = 1 << 20
 
 
 def _remove(store: Store, table: str, stale: pa.Array) -> int:
@@ -284,6 +278,14 @@ class _Writer:
             self._source_of = dict(zip(t.column("id").to_pylist(), t.column("source").to_pylist()))
         return self._source_of.get(item_id)
 
+    def _drain(self) -> tuple[pa.Table, pa.Table | None, pa.Table | None]:
+        """The buffer as one table, and its (new, changed) rows; the buffer is emptied."""
+        data = self._table(self.buffered)
+        new, changed = _split(data, np.concatenate(self.changes))
+        self.encoded += self.buffered
+        self.ids, self.shas, self.changes, self.vectors, self.buffered = [], [], [], [], 0
+        return data, new, changed
+
     def _table(self, n: int) -> pa.Table:
         ids = pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in self.ids])
         shas = pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in self.shas])
@@ -297,19 +299,13 @@ class _Writer:
     def flush(self) -> None:
         self.lease.check()  # a run that lost its lease commits nothing more
         if self.buffered:
-            n = self.buffered
-            change = np.concatenate(self.changes)
-            data = self._table(n)
-            ids = data.column("id")
-            new, changed = _split(data, change)
+            data, new, changed = self._drain()
             if new is not None:
                 self.store.append(self.table, new, self.schema)
             if changed is not None:
                 self.store.upsert(self.table, changed, self.schema)
             if self.known_bad:
-                rejects.clear(self.store, self.stage, [i for i in ids.to_pylist() if i in self.known_bad])
-            self.encoded += n
-            self.ids, self.shas, self.changes, self.vectors, self.buffered = [], [], [], [], 0
+                rejects.clear(self.store, self.stage, [i for i in data.column("id").to_pylist() if i in self.known_bad])
         if self.bad:
             rejects.record(self.store, self.bad)
             self.rejected += len(self.bad)
@@ -464,16 +460,11 @@ class _FragmentWriter(_Writer):
         from store.fragments import write_uncommitted
 
         if self.buffered:
-            n = self.buffered
-            change = np.concatenate(self.changes)
-            data = self._table(n)
-            new, changed = _split(data, change)
+            _, new, changed = self._drain()
             if new is not None:
                 self.fragments += write_uncommitted(self.store, self.table, [new], self.schema)
             if changed is not None:
                 self.changed.append(changed)
-            self.encoded += n
-            self.ids, self.shas, self.changes, self.vectors, self.buffered = [], [], [], [], 0
         self.all_bad += self.bad
         self.rejected += len(self.bad)
         self.bad = []

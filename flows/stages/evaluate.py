@@ -45,7 +45,7 @@ def evaluate_head(store: Store, name: str | None = None, version: int | None = N
         name = names[0]
     rows = [r for r in trained if r["name"] == name]
     if not rows:
-        from flows.config import did_you_mean
+        from store.errors import did_you_mean
 
         raise MissingTable(f"no trained head named {name!r}" + did_you_mean(name, names),
                            fix=f"pick one of {names}" if names else f"run plait train {name} first")
