@@ -9,8 +9,6 @@ hash to match too.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pyarrow as pa
 
@@ -65,61 +63,6 @@ def hex64(values: np.ndarray) -> pa.Array:
                                        pa.py_buffer(data))
 
 
-class KeyIndex:
-    """Sorted uint64 keys with one uint64 value and one small code each: "is this id known,
-    with which content, from which source?" by binary search."""
-
-    def __init__(self, keys: np.ndarray, values: np.ndarray, codes: np.ndarray | None = None):
-        order = np.argsort(keys, kind="stable")
-        self.keys, self.values = keys[order], values[order]
-        self.codes = codes[order] if codes is not None else np.zeros(len(keys), np.int32)
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found mask, positions) of ``keys``; positions are valid where found."""
-        if len(self.keys) == 0:
-            return np.zeros(len(keys), bool), np.zeros(len(keys), np.int64)
-        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        return self.keys[pos] == keys, pos
-
-
-class SeenKeys:
-    """A growing set of uint64 keys (with a value each) kept as a few sorted runs merged like
-    a binary counter: adding n keys and looking them up costs O(n log n) overall and 16 bytes
-    a key, where a Python set would cost ~70."""
-
-    def __init__(self):
-        self._runs: list[tuple[np.ndarray, np.ndarray]] = []
-
-    def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found mask, value of the first add) for each key."""
-        found = np.zeros(len(keys), bool)
-        values = np.zeros(len(keys), np.uint64)
-        for run_keys, run_values in self._runs:
-            if len(run_keys) == 0:
-                continue
-            pos = np.minimum(np.searchsorted(run_keys, keys), len(run_keys) - 1)
-            hit = (run_keys[pos] == keys) & ~found
-            values[hit] = run_values[pos[hit]]
-            found |= hit
-        return found, values
-
-    def add(self, keys: np.ndarray, values: np.ndarray) -> None:
-        order = np.argsort(keys, kind="stable")
-        run = (keys[order], values[order])
-        while self._runs and len(self._runs[-1][0]) <= len(run[0]):
-            k, v = self._runs.pop()
-            ks, vs = np.concatenate([k, run[0]]), np.concatenate([v, run[1]])
-            o = np.argsort(ks, kind="stable")
-            run = (ks[o], vs[o])
-        self._runs.append(run)
-
-    def contains(self, keys: np.ndarray) -> np.ndarray:
-        return self.lookup(keys)[0]
-
-
 def digest128(values) -> np.ndarray:
     """The first 128 bits of each sha256 hex string, as two uint64 a row (16 bytes instead of
     the 64-byte string; two different contents agree with probability 2⁻¹²⁸). Decoded in one
@@ -151,27 +94,25 @@ def digest128(values) -> np.ndarray:
     return out
 
 
-@dataclass
-class RowKeys:
-    """Every row of a table as fixed-width keys: a 64-bit id hash, a 128-bit content digest
-    and the Lance row id (32 bytes a row, against ~90 for the id and hex strings)."""
-
-    id: np.ndarray  # uint64
-    sha: np.ndarray  # (n, 2) uint64
-    rowid: np.ndarray  # uint64
+KEY_RECORD = np.dtype([("id", "<u8"), ("sha", "<u8", (2,)), ("rowid", "<u8")])
+"""One row of a table as fixed-width keys: a 64-bit id hash, a 128-bit content digest and the
+Lance row id (32 bytes a row, against ~90 for the id and hex strings)."""
 
 
-def scan_keys(dataset, sha_column: str, filter: str | None = None, batch_rows: int = 262_144) -> RowKeys:
-    """:class:`RowKeys` of a Lance dataset (pinned to its version), streamed in batches so that
-    no string column of the whole table is ever held: peak memory is the keys plus one batch."""
-    n = dataset.count_rows(filter=filter) if filter else dataset.count_rows()
-    keys = RowKeys(np.empty(n, np.uint64), np.empty((n, 2), np.uint64), np.empty(n, np.uint64))
-    at = 0
-    for batch in dataset.to_batches(columns=["id", sha_column], filter=filter, with_row_id=True,
-                                    batch_size=batch_rows):  # one version: as many rows as counted
-        part = slice(at, at + batch.num_rows)
-        keys.id[part] = hash64(batch.column("id"))
-        keys.sha[part] = digest128(batch.column(sha_column))
-        keys.rowid[part] = batch.column("_rowid").to_numpy()
-        at += batch.num_rows
-    return keys
+def key_batches(dataset, sha_column: str, filter: str | None = None, batch_rows: int = 262_144):
+    """:data:`KEY_RECORD` arrays of a Lance dataset (pinned to its version), one per scanned
+    batch: no string column of the whole table is ever held."""
+    from store.db import fragment_batches
+
+    for batch in fragment_batches(dataset, ["id", sha_column], filter=filter, with_row_id=True, batch_size=batch_rows):
+        keys = np.empty(batch.num_rows, KEY_RECORD)
+        keys["id"] = hash64(batch.column("id"))
+        keys["sha"] = digest128(batch.column(sha_column))
+        keys["rowid"] = batch.column("_rowid").to_numpy()
+        yield keys
+
+
+def scan_keys(dataset, sha_column: str, filter: str | None = None, batch_rows: int = 262_144) -> np.ndarray:
+    """Every row's :data:`KEY_RECORD` at once (for tables known to be small)."""
+    parts = list(key_batches(dataset, sha_column, filter, batch_rows))
+    return np.concatenate(parts) if parts else np.zeros(0, KEY_RECORD)

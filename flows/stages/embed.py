@@ -15,6 +15,7 @@ encodes only what is missing.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -26,11 +27,14 @@ import pyarrow.compute as pc
 from flows.batching import OomSplitter
 from flows.encoders import Encoder, build_encoder
 from flows.progress import bar
+from flows.terminal import counted
 from store import encoder_tables, registries, rejects, sql, watermarks
-from store.db import Store, constant, now_array, take_rows, vector_array
+from store.db import Store, constant, now_array, vector_array
 from store.errors import SchemaMismatch
 from store.lease import Lease, hold
 from store.schema import ENCODERS, ITEMS, REJECTS, embedding_schema
+from flows.stages import embed_plan
+from flows.stages.embed_plan import NOTHING, Plan, Todo, fetch
 from flows.stages.shards import ShardOutput, from_ipc, to_ipc
 
 CONTENT = {"text": ("text", "text_sha256"), "image": ("image_uri", "image_sha256")}
@@ -61,7 +65,7 @@ class EmbedReport:
     removed: int = 0  # rows whose item was removed or lost this modality
 
     def summary(self) -> str:
-        text = (f"{self.table}: {self.encoded} rows encoded, {self.already_stored} already stored"
+        text = (f"{self.table}: {counted(self.encoded)} encoded, {self.already_stored} already stored"
                 + (f", {self.removed} removed" if self.removed else "")
                 + (f", {self.rejected} rejected" if self.rejected else "")
                 + (f", {self.known_rejects} known rejects skipped" if self.known_rejects else ""))
@@ -107,6 +111,7 @@ def embed(store: Store, modality: str, spec: str, encoder: Encoder | None = None
                 else:
                     calls = _embed_images(store, enc, plan, options, writer, progress)
             writer.flush()
+        plan.todo.close()
         _remember(store, table, plan, writer.encoded, writer.rejected)
         return EmbedReport(modality=modality, encoder=spec, table=table, status=status, encoded=writer.encoded,
                            already_stored=plan.already, rejected=writer.rejected, known_rejects=plan.skipped,
@@ -134,10 +139,10 @@ def _plan_or_recall(store: Store, table: str, modality: str) -> "Plan":
     run (:mod:`store.watermarks`): a scheduled run over an unchanged catalogue reads no ids."""
     seen = watermarks.recorded(store, stage_name(table), _stamps(store, table))
     if seen is not None:
-        return Plan(todo=_NOTHING, stale=pa.array([], pa.string()), already=seen["already"],
+        return Plan(todo=Todo(NOTHING), stale=pa.array([], pa.string()), already=seen["already"],
                     skipped=seen["skipped"], items_version=store.version(ITEMS), recalled=True)
     rejects_seen = watermarks.stamp(store, REJECTS)  # before _plan reads it: a later reject only costs a replan
-    plan = _plan(store, table, modality)
+    plan = embed_plan.plan(store, table, CONTENT[modality][1], stage_name(table))
     plan.rejects_seen = rejects_seen
     return plan
 
@@ -157,84 +162,11 @@ def _stamps(store: Store, table: str, items_version: int | None = None, rejects:
             "table": watermarks.stamp(store, table)}
 
 
-@dataclass
-class Plan:
-    todo: pa.Table  # _rowid (in items@items_version), idh (64-bit id hash), is_change; id and sha are fetched
-    stale: pa.Array  # ids in the table whose item is gone or has no content of this modality
-    already: int
-    skipped: int
-    items_version: int
-    sha_column: str = "text_sha256"  # the items column holding this modality's content hash
-    source_of: dict | None = None
-    recalled: bool = False  # answered from the watermark, no ids read
-    rejects_seen: str | None = None  # stamp of the rejects table as planned on
-
-
-def _todo(rowid: np.ndarray, idh: np.ndarray, is_change: np.ndarray) -> pa.Table:
-    return pa.table({"_rowid": pa.array(rowid, pa.uint64()), "idh": pa.array(idh, pa.uint64()),
-                     "is_change": pa.array(is_change, pa.bool_())})
-
-
-_NOTHING = _todo(np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, bool))
-
-
-def _plan(store: Store, table: str, modality: str) -> Plan:
-    """Anti-joins over fixed-width keys streamed from each table (:func:`store.keys.scan_keys`:
-    a 64-bit id hash, 128 bits of the sha256, the row id; no string column of the whole table
-    is held). Only the row ids to encode are kept; ids and hashes are read again with the
-    content, batch by batch. An id collision can only make a row look *changed* (re-encoded
-    and merged by its real id)."""
-    from store.keys import member, scan_keys
-
-    _, sha_col = CONTENT[modality]
-    items_tbl = store.open(ITEMS)
-    items = scan_keys(items_tbl.to_lance(), sha_col, filter=f"{sha_col} IS NOT NULL")
-    stored_tbl = store.open(table)
-    stored = scan_keys(stored_tbl.to_lance(), "content_sha256")
-    at, same = _same_content(items.id, items.sha, stored.id, stored.sha)
-    todo_mask = ~same
-    already = int(same.sum())
-    skipped = 0
-    if store.exists(REJECTS) and todo_mask.any():
-        bad_rows = scan_keys(store.open(REJECTS).to_lance(), "content_sha256",
-                             filter=sql.equals("stage", stage_name(table)))
-        if len(bad_rows.id):
-            _, bad = _same_content(items.id, items.sha, bad_rows.id, bad_rows.sha)
-            skipped = int((todo_mask & bad).sum())
-            todo_mask &= ~bad
-    todo = _todo(items.rowid[todo_mask], items.id[todo_mask], (at >= 0)[todo_mask])
-    gone = stored.rowid[~member(stored.id, items.id)]
-    stale = take_rows(stored_tbl, gone.tolist(), ["id"]).column("id") if len(gone) else pa.array([], pa.string())
-    return Plan(todo=todo, stale=stale.combine_chunks() if isinstance(stale, pa.ChunkedArray) else stale,
-                already=already, skipped=skipped, items_version=items_tbl.version, sha_column=sha_col)
-
-
-def _same_content(ids: np.ndarray, shas: np.ndarray, other_ids: np.ndarray,
-                  other_shas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(position of each id among ``other_ids`` or -1, whether that row has the same content)."""
-    from store.keys import locate
-
-    at = locate(ids, other_ids)
-    found = at >= 0
-    same = np.zeros(len(at), bool)
-    same[found] = (shas[found] == other_shas[at[found]]).all(axis=1)
-    return at, same
-
-
 def _remove(store: Store, table: str, stale: pa.Array) -> int:
     if len(stale) == 0:
         return 0
     store.delete_ids(table, stale.to_pylist())
     return len(stale)
-
-
-def _fetch(store: Store, plan: Plan, rows: pa.Table, columns: list[str]) -> pa.Table:
-    """id, sha, is_change and item ``columns`` for ``rows`` of the plan, read by row id at the
-    version planned on (a row id names one row of one version: the order is the order asked)."""
-    got = take_rows(store.open(ITEMS, plan.items_version), rows.column("_rowid").to_pylist(),
-                    ["id", plan.sha_column] + columns)
-    got = got.rename_columns(["id", "sha"] + columns)
-    return got.add_column(2, "is_change", rows.column("is_change"))
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -254,7 +186,6 @@ class _Writer:
         self.buffered = 0
         self.encoded = self.rejected = 0
         self.last_commit = time.monotonic()
-        self._source_of: dict | None = None
 
     def add(self, rows: pa.Table, vectors: np.ndarray) -> None:
         self.ids.append(rows.column("id"))
@@ -269,14 +200,17 @@ class _Writer:
     def reject(self, item_id: str, sha: str, error: Exception) -> None:
         fix = getattr(error, "fix", None)
         self.bad.append(rejects.Reject(id=item_id, stage=self.stage, content_sha256=sha,
-                                       source=self._source(item_id),
                                        reason=f"{error}" + (f"; fix: {fix}" if fix else "")))
 
-    def _source(self, item_id: str):
-        if self._source_of is None:
-            t = self.store.read(ITEMS, ["id", "source"], version=self.plan.items_version)
-            self._source_of = dict(zip(t.column("id").to_pylist(), t.column("source").to_pylist()))
-        return self._source_of.get(item_id)
+    def _with_sources(self, bad: list) -> list:
+        """``bad`` with each item's source, read for those ids only (a dict of every item's
+        source would cost ~200 bytes a row of the catalogue for one bad file)."""
+        ids = sorted({r.id for r in bad})
+        source_of: dict = {}
+        for part in sql.chunks(ids):
+            t = self.store.read(ITEMS, ["id", "source"], version=self.plan.items_version, where=sql.in_list("id", part))
+            source_of.update(zip(t.column("id").to_pylist(), t.column("source").to_pylist()))
+        return [dataclasses.replace(r, source=source_of.get(r.id)) for r in bad]
 
     def _drain(self) -> tuple[pa.Table, pa.Table | None, pa.Table | None]:
         """The buffer as one table, and its (new, changed) rows; the buffer is emptied."""
@@ -307,7 +241,7 @@ class _Writer:
             if self.known_bad:
                 rejects.clear(self.store, self.stage, [i for i in data.column("id").to_pylist() if i in self.known_bad])
         if self.bad:
-            rejects.record(self.store, self.bad)
+            rejects.record(self.store, self._with_sources(self.bad))
             self.rejected += len(self.bad)
             self.bad = []
         self.last_commit = time.monotonic()
@@ -334,19 +268,26 @@ def _checked(enc: Encoder, vectors: np.ndarray, n: int) -> np.ndarray:
 def _embed_texts(store: Store, enc: Encoder, plan: Plan, options: EmbedOptions, writer: _Writer, progress) -> int:
     encode = OomSplitter(enc.encode_text, options.batch_size)
     calls = 0
-    todo = plan.todo
-    for start in range(0, todo.num_rows, FETCH_ROWS["text"]):
-        rows = _fetch(store, plan, todo.slice(start, FETCH_ROWS["text"]), ["text"])
-        order = pa.array(np.argsort(np.asarray(pc.utf8_length(rows.column("text")).to_numpy(zero_copy_only=False)),
-                                    kind="stable"))
-        rows = rows.take(order)  # similar lengths together: less padding
-        texts = rows.column("text").to_pylist()
-        for b in range(0, rows.num_rows, options.batch_size):
-            chunk = texts[b:b + options.batch_size]
-            vectors = _checked(enc, encode(chunk), len(chunk))
-            calls += 1
-            writer.add(rows.slice(b, len(chunk)), vectors)
-            progress.update(len(chunk))
+    for todo in plan.todo.tables():
+        for start in range(0, todo.num_rows, FETCH_ROWS["text"]):
+            calls += _embed_text_rows(enc, encode, fetch(store, plan, todo.slice(start, FETCH_ROWS["text"]), ["text"]),
+                                      options, writer, progress)
+    return calls
+
+
+def _embed_text_rows(enc: Encoder, encode, rows: pa.Table, options: EmbedOptions, writer: _Writer, progress) -> int:
+    """One fetched slice: sorted by length (similar lengths together: less padding), encoded
+    in batches."""
+    calls = 0
+    lengths = pc.utf8_length(rows.column("text")).to_numpy(zero_copy_only=False)
+    rows = rows.take(pa.array(np.argsort(np.asarray(lengths), kind="stable")))
+    texts = rows.column("text").to_pylist()
+    for b in range(0, rows.num_rows, options.batch_size):
+        chunk = texts[b:b + options.batch_size]
+        vectors = _checked(enc, encode(chunk), len(chunk))
+        calls += 1
+        writer.add(rows.slice(b, len(chunk)), vectors)
+        progress.update(len(chunk))
     return calls
 
 
@@ -357,7 +298,7 @@ def _embed_images(store: Store, enc: Encoder, plan: Plan, options: EmbedOptions,
     from flows.image_feed import encode_image_batches
 
     calls = 0
-    for rows, sources in _fetch_image_sources(store, plan, plan.todo):
+    for rows, sources in (chunk for todo in plan.todo.tables() for chunk in _fetch_image_sources(store, plan, todo)):
         shas, ids = rows.column("sha").to_pylist(), rows.column("id").to_pylist()
         for b in encode_image_batches(enc, sources, shas, options.batch_size, options.workers):
             for k, err in b.errors:
@@ -374,7 +315,7 @@ def _fetch_image_sources(store: Store, plan: Plan, todo: pa.Table):
     bytes stored in items."""
     start = 0
     while start < todo.num_rows:
-        rows = _fetch(store, plan, todo.slice(start, FETCH_ROWS["image"]), ["image_uri"])
+        rows = fetch(store, plan, todo.slice(start, FETCH_ROWS["image"]), ["image_uri"])
         uris = rows.column("image_uri").to_pylist()
         if all(u is not None for u in uris):
             yield rows, uris
@@ -385,7 +326,7 @@ def _fetch_image_sources(store: Store, plan: Plan, todo: pa.Table):
             yield rows.slice(0, first_inline), uris[:first_inline]
             start += first_inline
             continue
-        rows = _fetch(store, plan, todo.slice(start, INLINE_FETCH_ROWS), ["image_uri", "image_bytes"])
+        rows = fetch(store, plan, todo.slice(start, INLINE_FETCH_ROWS), ["image_uri", "image_bytes"])
         yield rows, [u if u is not None else b for u, b in zip(rows.column("image_uri").to_pylist(),
                                                                 rows.column("image_bytes").to_pylist())]
         start += rows.num_rows
@@ -436,10 +377,15 @@ def plan_embed(store: Store, modality: str, spec: str, shards: int, encoder: Enc
     planned = EmbedPlanned(modality, spec, table, status, plan, removed, schema, fp)
     if plan.todo.num_rows == 0:
         return planned, []
-    which = plan.todo.column("idh").to_numpy() % np.uint64(shards)
+    by_shard: list[list[pa.Table]] = [[] for _ in range(shards)]
+    for todo in plan.todo.tables():  # the shards' rows are shipped to workers: held here once, 17 bytes a row
+        which = todo.column("idh").to_numpy() % np.uint64(shards)
+        for k in range(shards):
+            by_shard[k].append(todo.filter(pa.array(which == k)))
+    plan.todo.close()
     jobs = []
     for k in range(shards):
-        part = plan.todo.filter(pa.array(which == k))
+        part = pa.concat_tables(by_shard[k])
         if part.num_rows:
             jobs.append(EmbedShard(store.uri, dict(store.storage_options), modality, spec, table, plan.items_version,
                                    to_ipc(part), k, shards, options))
@@ -465,7 +411,7 @@ class _FragmentWriter(_Writer):
                 self.fragments += write_uncommitted(self.store, self.table, [new], self.schema)
             if changed is not None:
                 self.changed.append(changed)
-        self.all_bad += self.bad
+        self.all_bad += self._with_sources(self.bad) if self.bad else []
         self.rejected += len(self.bad)
         self.bad = []
 
@@ -479,7 +425,7 @@ def embed_shard(job: EmbedShard, encoder: Encoder | None = None) -> ShardOutput:
         raise SchemaMismatch(f"this worker's {job.spec} has fingerprint {fp.value}, the run writes {job.table}",
                              fix="give every worker the same model weights and preprocessing")
     rows = from_ipc(job.rows)
-    plan = Plan(todo=rows, stale=pa.array([], pa.string()), already=0, skipped=0, items_version=job.items_version,
+    plan = Plan(todo=Todo(rows), stale=pa.array([], pa.string()), already=0, skipped=0, items_version=job.items_version,
                 sha_column=CONTENT[job.modality][1])
     writer = _FragmentWriter(store, job.table, embedding_schema(enc.dim), job.spec, fp, stage_name(job.table), plan,
                              job.options, None)
@@ -526,7 +472,8 @@ def embed_sharded(store: Store, modality: str, spec: str, run_shards=None, shard
             commit_shard(store, planned, out, lease)
             encoded, rejected, calls = encoded + out.rows, rejected + len(out.rejects), calls + out.calls
         if known_bad and encoded:  # rows that used to fail at this stage and now landed
-            landed = set(store.read(planned.table, ["id"]).column("id").to_pylist()) & known_bad
+            landed = [i for part in sql.chunks(sorted(known_bad))
+                      for i in store.read(planned.table, ["id"], where=sql.in_list("id", part)).column("id").to_pylist()]
             rejects.clear(store, stage_name(planned.table), sorted(landed))
         _remember(store, planned.table, planned.plan, encoded, rejected)
         return EmbedReport(modality=modality, encoder=spec, table=planned.table, status=planned.status,

@@ -2,7 +2,7 @@
 plan depends on (items, the table, the known rejects) makes the next run plan in full."""
 import pytest
 
-import flows.stages.embed as embed_stage
+import flows.stages.embed_plan as embed_plan
 from fake_encoders import CountingTextEncoder
 from flows.config import SourceConfig
 from flows.stages.embed import embed
@@ -18,7 +18,7 @@ def no_planning(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("planned in full although nothing changed")
 
-    return lambda: monkeypatch.setattr(embed_stage, "_plan", refuse)
+    return lambda: monkeypatch.setattr(embed_plan, "plan", refuse)
 
 
 def test_unchanged_rerun_skips_planning_and_reports_the_same_counts(store, dataset, no_planning):
@@ -77,13 +77,11 @@ def test_known_rejects_are_reported_from_the_watermark_and_a_cleared_one_is_retr
     assert (first.encoded, first.rejected) == (79, 1)
     planned = embed(store, "image", "classic:color")  # it wrote a reject: this one plans in full
     assert (planned.encoded, planned.known_rejects, planned.already_stored) == (0, 1, 79)
-    import flows.stages.embed as stage
-
-    real_plan = stage._plan
+    real_plan = embed_plan.plan
     no_planning()
     quiet = embed(store, "image", "classic:color")
     assert (quiet.encoded, quiet.known_rejects, quiet.already_stored) == (0, 1, 79)
-    stage._plan = real_plan  # monkeypatch restores it at teardown as well
+    embed_plan.plan = real_plan  # monkeypatch restores it at teardown as well
 
     rejects.clear(store, f"embed:{first.table}", ["item-0002"])  # the user asks for a retry
     retried = embed(store, "image", "classic:color")  # tried again (and rejected again: same bytes)
