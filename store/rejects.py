@@ -39,11 +39,13 @@ def record(store: Store, rejects: list[Reject]) -> None:
     store.upsert(REJECTS, table, REJECTS_SCHEMA, key="key")
 
 
-def known(store: Store, stage: str) -> dict[str, str | None]:
-    """id → content hash of the current rejects at ``stage``."""
+def known(store: Store, stage: str, source: str | None = None) -> dict[str, str | None]:
+    """id → content hash of the current rejects at ``stage`` (of rows from ``source`` only,
+    when given: a row of one source must not clear another source's verdict on the same id)."""
     if not store.exists(REJECTS):
         return {}
-    t = store.read(REJECTS, ["id", "content_sha256"], where=sql.equals("stage", stage))
+    where = sql.equals("stage", stage) + (f" AND {sql.equals('source', source)}" if source is not None else "")
+    t = store.read(REJECTS, ["id", "content_sha256"], where=where)
     return dict(zip(t.column("id").to_pylist(), t.column("content_sha256").to_pylist()))
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +30,15 @@ from flows.config import SourceConfig
 from flows.images import image_ref
 from flows.manifests import ManifestError, iter_manifest
 from store import rejects, sql
-from store.db import Store, constant, now_array, sha256_column
+from store.db import Store, constant, fragment_batches, now_array, sha256_column
 from store.errors import SchemaMismatch
-from store.keys import KeyIndex, SeenKeys, hash64, hex64
+from store.keymap import KeyMap
+from store.keys import hash64, hex64
 from store.lease import hold
 from store.schema import ITEMS, LABEL_PREFIX, items_schema
 
 STAGE = "ingest"
+SCAN_ROWS = 262_144  # items rows read at once when building or checking the key maps
 _LABEL_ARROW = {"class": pa.string(), "float": pa.float64(), "list": pa.list_(pa.string())}
 # Python's str.split()/\s whitespace, in RE2 syntax (pyarrow's regex engine): separators
 # (\p{Z}: no-break and ideographic spaces...) and the C0/C1 whitespace controls.
@@ -280,27 +282,61 @@ class _ImagePool:
 
 # --- the stage -------------------------------------------------------------------------------
 class _Existing:
-    """What ``items`` holds now, as 64-bit keys: id → (row hash, source), 18 bytes a row."""
+    """What ``items`` holds now, as 64-bit keys: id → (row hash, source code), in a
+    :class:`store.keymap.KeyMap` (in memory while small, spilled by partition beyond)."""
 
     def __init__(self, store: Store):
         self.sources: list[str] = []
-        keys, values, codes = [np.zeros(0, np.uint64)], [np.zeros(0, np.uint64)], [np.zeros(0, np.int32)]
+        self.index = KeyMap("items")
         if store.exists(ITEMS):
             ds = store.open(ITEMS).to_lance()
-            for batch in ds.to_batches(columns=["id", "row_sha256", "source"], batch_size=262_144):
-                keys.append(hash64(batch.column("id")))
-                values.append(hash64(batch.column("row_sha256")))
+            for batch in fragment_batches(ds, ["id", "row_sha256", "source"], batch_size=SCAN_ROWS):
                 enc = pc.dictionary_encode(pc.fill_null(batch.column("source"), ""))
                 names = enc.dictionary.to_pylist()
                 remap = np.array([self._code(s) for s in names], np.int32)
-                codes.append(remap[enc.indices.to_numpy(zero_copy_only=False)] if len(names) else
-                             np.zeros(0, np.int32))
-        self.index = KeyIndex(np.concatenate(keys), np.concatenate(values), np.concatenate(codes))
+                codes = remap[enc.indices.to_numpy(zero_copy_only=False)] if len(names) else np.zeros(0, np.int32)
+                self.index.add(hash64(batch.column("id")), hash64(batch.column("row_sha256")), codes)
 
     def _code(self, source: str) -> int:
         if source not in self.sources:
             self.sources.append(source)
         return self.sources.index(source)
+
+
+@dataclass
+class _Tally:
+    """What a run has seen and decided so far; the report is made from it."""
+
+    rows: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    partial: int = 0
+    bad: list = field(default_factory=list)
+    clean_ids: list = field(default_factory=list)  # ids landed clean that used to be rejected
+
+
+class _Wave:
+    """Prepared batches held until ~``rows`` rows (or ``max_bytes``), then decided together:
+    one lookup of the whole wave against the existing items and the ids seen earlier, which
+    may read spilled partitions (store/keymap.py), instead of one per manifest batch."""
+
+    rows = 524_288
+    max_bytes = 256 << 20
+
+    def __init__(self):
+        self.batches: list[_Batch] = []
+        self.held = self.nbytes = 0
+
+    def add(self, b: _Batch) -> bool:
+        """Hold ``b``; True when the wave is full."""
+        self.batches.append(b)
+        self.held += b.rows.num_rows
+        self.nbytes += b.rows.nbytes
+        return self.held >= self.rows or self.nbytes >= self.max_bytes
+
+    def take(self) -> list[_Batch]:
+        batches, self.batches, self.held, self.nbytes = self.batches, [], 0, 0
+        return batches
 
 
 def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, prune: bool | None = None,
@@ -318,104 +354,131 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, pru
             _check_label_types(store.open(ITEMS).schema, schema)
         store.ensure(ITEMS, schema)  # adds new label columns in place: nothing is re-embedded
         existing = _Existing(store)
-        own_code = existing._code(source.name)
-        seen = SeenKeys()
-        previously_bad = set(rejects.known(store, STAGE))
-        writer, bad = _ItemsWriter(store, schema), []
-        n = written = unchanged = rejected = partial = 0
-        clean_ids: list[str] = []
-        checked = False
-        with _ImagePool() as pool:
-            for mb in iter_manifest(manifest, id_column=source.id, image_column=source.image,
-                                    text_column=source.text, label_columns=tuple(types), captions=source.captions):
-                for row_no, reason in mb.bad:
-                    bad.append(rejects.Reject(id=f"{source.name}:row{row_no}", source=source.name, stage=STAGE,
-                                              reason=reason + " [row not landed]"))
-                    rejected += 1
-                n += len(mb.rows) + len(mb.bad)
-                if mb.table.num_rows == 0:
-                    continue
-                if not checked:
-                    _check_columns(mb.table.column_names, source, types, manifest)
-                    checked = True
-                b = _prepare(mb.table, mb.rows, source, types, roots, base, schema, pool)
-                keep, verdicts = _decide(b, existing, own_code, seen, source)
-                for k, reason in verdicts.items():  # duplicate or foreign ids: not landed
-                    b.problems.setdefault(k, []).append(reason)
-                if b.problems and b.ids is None:
-                    b.ids = pc.utf8_trim_whitespace(pc.utf8_normalize(_as_strings(mb.table.column(source.id)),
-                                                                      form="NFC")).to_pylist()
-                for k, probs in b.problems.items():
-                    item_id = b.ids[k] or f"{source.name}:row{b.row_numbers[k]}"
-                    kept = bool(b.landed[k]) and k not in verdicts
-                    bad.append(rejects.Reject(id=item_id, source=source.name, stage=STAGE,
-                                              reason="; ".join(probs) + (" [row kept without the bad part]" if kept
-                                                                         else " [row not landed]")))
-                    partial += kept
-                    rejected += not kept
-                rows = b.rows
-                if previously_bad:  # only then do clean ids matter: their old rejects are cleared
-                    landed_pos = np.flatnonzero(b.landed)
-                    names = rows.column("id").to_pylist()
-                    clean_ids += [i for k, i in zip(landed_pos, names) if k not in b.problems and i in previously_bad]
-                is_new, is_changed = keep["new"], keep["changed"]
-                unchanged += int(keep["unchanged"].sum())
-                if is_new.any():
-                    writer.add_new(rows.filter(pa.array(is_new)))
-                if is_changed.any():
-                    writer.add_changed(rows.filter(pa.array(is_changed)))
-                if on_progress:
-                    on_progress(mb.table.num_rows)
-        written = writer.finish()
-        pruned = _prune(store, source, seen) if prune else 0
-        rejects.record(store, bad)
-        bad_ids = {b.id for b in bad}
-        rejects.clear(store, STAGE, [i for i in clean_ids if i not in bad_ids])
-        if written or pruned:
-            store.index_ids(ITEMS)  # queries join item columns by id: ~5 ms instead of a scan of the id column
-        return IngestReport(source=source.name, rows=n, written=written, unchanged=unchanged, rejected=rejected,
-                            partial=partial, items_version=store.version(ITEMS), pruned=pruned)
+        seen = KeyMap("seen")
+        try:
+            return _ingest(store, source, manifest, prune, on_progress, base, roots, types, schema, existing, seen)
+        finally:
+            existing.index.close()
+            seen.close()
 
 
-def _decide(b: _Batch, existing: _Existing, own_code: int, seen: SeenKeys, source: SourceConfig):
-    """Per landed row: new, changed or unchanged; and the verdicts for rows that must not land
-    (a repeated id with other content, an id another source owns)."""
-    rows = b.rows
+def _ingest(store, source, manifest, prune, on_progress, base, roots, types, schema, existing, seen) -> IngestReport:
+    own_code = existing._code(source.name)
+    previously_bad = set(rejects.known(store, STAGE, source=source.name))  # this source's verdicts only
+    writer, tally, wave = _ItemsWriter(store, schema), _Tally(), _Wave()
+
+    def settle():
+        batches = wave.take()
+        if not batches:
+            return
+        for b, (keep, verdicts) in zip(batches, _decide(batches, existing, own_code, seen, source)):
+            _land(b, keep, verdicts, source, previously_bad, writer, tally)
+
+    checked = False
+    with _ImagePool() as pool:
+        for mb in iter_manifest(manifest, id_column=source.id, image_column=source.image,
+                                text_column=source.text, label_columns=tuple(types), captions=source.captions):
+            for row_no, reason in mb.bad:
+                tally.bad.append(rejects.Reject(id=f"{source.name}:row{row_no}", source=source.name, stage=STAGE,
+                                                reason=reason + " [row not landed]"))
+                tally.rejected += 1
+            tally.rows += len(mb.rows) + len(mb.bad)
+            if mb.table.num_rows == 0:
+                continue
+            if not checked:
+                _check_columns(mb.table.column_names, source, types, manifest)
+                checked = True
+            b = _prepare(mb.table, mb.rows, source, types, roots, base, schema, pool)
+            if b.problems and b.ids is None:
+                b.ids = pc.utf8_trim_whitespace(pc.utf8_normalize(_as_strings(mb.table.column(source.id)),
+                                                                  form="NFC")).to_pylist()
+            if wave.add(b):
+                settle()
+            if on_progress:
+                on_progress(mb.table.num_rows)
+        settle()
+    written = writer.finish()
+    pruned = _prune(store, source, seen) if prune else 0
+    rejects.record(store, tally.bad)
+    bad_ids = {b.id for b in tally.bad}
+    rejects.clear(store, STAGE, [i for i in tally.clean_ids if i not in bad_ids])
+    if written or pruned:
+        store.index_ids(ITEMS)  # queries join item columns by id: ~5 ms instead of a scan of the id column
+    return IngestReport(source=source.name, rows=tally.rows, written=written, unchanged=tally.unchanged,
+                        rejected=tally.rejected, partial=tally.partial, items_version=store.version(ITEMS),
+                        pruned=pruned)
+
+
+def _land(b: _Batch, keep: dict, verdicts: dict, source: SourceConfig, previously_bad: set,
+          writer: "_ItemsWriter", tally: _Tally) -> None:
+    """One decided batch: its problems become rejects, its new and changed rows go to the writer."""
+    for k, reason in verdicts.items():  # duplicate or foreign ids: not landed
+        b.problems.setdefault(k, []).append(reason)
     landed_pos = np.flatnonzero(b.landed)
-    keys = hash64(rows.column("id"))
-    row_hash = hash64(rows.column("row_sha256"))
-    names = rows.column("id")  # landed rows' ids, for messages (b.ids exists only when a row had a problem)
-    verdicts: dict[int, str] = {}
-    drop = np.zeros(len(keys), bool)
-    # repeated ids: within the batch, then against earlier batches; the first row wins
-    first_pos: dict[int, int] = {}
-    found, first_hash = seen.lookup(keys)
-    for j, key in enumerate(keys.tolist()):
-        if found[j] or key in first_pos:
-            earlier = first_hash[j] if found[j] else row_hash[first_pos[key]]
-            if earlier != row_hash[j]:
-                k = landed_pos[j]
-                verdicts[k] = (f"duplicate id: manifest row {b.row_numbers[k]} repeats id {names[int(j)].as_py()!r} with different "
-                               f"content; the first row was kept; fix: make ids unique")
-            drop[j] = True
-        else:
-            first_pos[key] = j
+    for k, probs in b.problems.items():
+        if b.ids is not None:
+            item_id = b.ids[k] or f"{source.name}:row{b.row_numbers[k]}"
+        else:  # only verdicts, which are about landed rows
+            item_id = b.rows.column("id")[int(np.searchsorted(landed_pos, k))].as_py()
+        kept = bool(b.landed[k]) and k not in verdicts
+        tally.bad.append(rejects.Reject(id=item_id, source=source.name, stage=STAGE,
+                                        reason="; ".join(probs) + (" [row kept without the bad part]" if kept
+                                                                   else " [row not landed]")))
+        tally.partial += kept
+        tally.rejected += not kept
+    rows = b.rows
+    if previously_bad:  # only then do clean ids matter: their old rejects are cleared
+        names = rows.column("id").to_pylist()
+        tally.clean_ids += [i for k, i in zip(landed_pos, names) if k not in b.problems and i in previously_bad]
+    tally.unchanged += int(keep["unchanged"].sum())
+    if keep["new"].any():
+        writer.add_new(rows.filter(pa.array(keep["new"])))
+    if keep["changed"].any():
+        writer.add_changed(rows.filter(pa.array(keep["changed"])))
+
+
+def _decide(batches: list[_Batch], existing: _Existing, own_code: int, seen: KeyMap, source: SourceConfig):
+    """Per batch of a wave, per landed row: new, changed or unchanged; and the verdicts for
+    rows that must not land (a repeated id with other content, an id another source owns).
+    The first row of an id wins, in manifest order across batches and waves."""
+    keys = np.concatenate([hash64(b.rows.column("id")) for b in batches])
+    row_hash = np.concatenate([hash64(b.rows.column("row_sha256")) for b in batches])
+    batch_of = np.repeat(np.arange(len(batches)), [b.rows.num_rows for b in batches])
+    at = np.arange(len(keys)) - np.concatenate([[0], np.cumsum([b.rows.num_rows for b in batches])])[batch_of]
+    landed_pos = [np.flatnonzero(b.landed) for b in batches]
+    verdicts: list[dict[int, str]] = [{} for _ in batches]
+
+    def name(j: int) -> str:
+        return batches[batch_of[j]].rows.column("id")[int(at[j])].as_py()
+
+    # repeated ids: against earlier waves, then within this one; the first row wins
+    earlier, earlier_hash, _ = seen.find(keys)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    first_of = first[inverse.reshape(-1)]  # position of the first row with this row's id in the wave
+    drop = earlier | (first_of != np.arange(len(keys)))
+    original = np.where(earlier, earlier_hash, row_hash[first_of])
+    for j in np.flatnonzero(drop & (original != row_hash)):
+        k = landed_pos[batch_of[j]][at[j]]
+        batch = batches[batch_of[j]]
+        verdicts[batch_of[j]][k] = (
+            f"duplicate id: manifest row {batch.row_numbers[k]} repeats id {name(j)!r} with different "
+            f"content; the first row was kept; fix: make ids unique")
     fresh = ~drop
     seen.add(keys[fresh], row_hash[fresh])
-    there, pos = existing.index.find(keys)
-    codes = existing.index.codes[pos] if len(existing.index) else np.zeros(len(keys), np.int32)
-    values = existing.index.values[pos] if len(existing.index) else np.zeros(len(keys), np.uint64)
+    there, values, codes = existing.index.find(keys)
     foreign = there & (codes != own_code) & fresh
     for j in np.flatnonzero(foreign):
-        k = landed_pos[j]
+        k = landed_pos[batch_of[j]][at[j]]
         owner = existing.sources[codes[j]]
-        verdicts[k] = (f"id owned by another source: {names[int(j)].as_py()!r} already belongs to source {owner!r}, not "
-                       f"{source.name!r}; fix: make ids unique across sources (e.g. prefix them), or remove it "
-                       f"from {owner!r} first")
-        drop[j] = True
+        verdicts[batch_of[j]][k] = (
+            f"id owned by another source: {name(j)!r} already belongs to source {owner!r}, not "
+            f"{source.name!r}; fix: make ids unique across sources (e.g. prefix them), or remove it "
+            f"from {owner!r} first")
+    drop |= foreign
     keep = ~drop
     same = there & (values == row_hash)
-    return {"new": keep & ~there, "changed": keep & there & ~same, "unchanged": keep & there & same}, verdicts
+    kinds = {"new": keep & ~there, "changed": keep & there & ~same, "unchanged": keep & there & same}
+    return [({kind: mask[batch_of == i] for kind, mask in kinds.items()}, verdicts[i]) for i in range(len(batches))]
 
 
 class _ItemsWriter:
@@ -469,12 +532,12 @@ class _ItemsWriter:
         return data.append_column("ingested_at", now_array(data.num_rows))
 
 
-def _prune(store: Store, source: SourceConfig, seen: SeenKeys) -> int:
+def _prune(store: Store, source: SourceConfig, seen: KeyMap) -> int:
     """Delete this source's items that the manifest no longer lists, and their rows in every
     table derived from items (embeddings, fused vectors, predictions, dedup groups, clusters)."""
     gone: list[str] = []
     ds = store.open(ITEMS).to_lance()
-    for batch in ds.to_batches(columns=["id"], filter=sql.equals("source", source.name), batch_size=262_144):
+    for batch in fragment_batches(ds, ["id"], filter=sql.equals("source", source.name), batch_size=SCAN_ROWS):
         ids = batch.column("id")
         missing = ~seen.contains(hash64(ids))
         if missing.any():

@@ -1,0 +1,130 @@
+"""A growing map from 64-bit keys to (64-bit value, small code), flat in memory at any size.
+
+Ingest asks, for each manifest row, "is this id in items already, with which content and
+source?" and "did an earlier manifest row have this id?". Both sides grow with the catalogue.
+Held as Python sets or dicts they cost ~100 bytes a row; as sorted numpy runs 20 bytes a row,
+still 2 GB at 10^8. Here the map stays in memory as a few sorted runs (merged like a binary
+counter) up to ``partitions.SPILL_ROWS`` keys, then moves to files partitioned by the key's top
+bits, each partition a few sorted runs. A lookup of a batch reads one run at a time, so memory
+holds one partition's run, not the map; callers batch their lookups (ingest: a wave of
+~500k rows) so the files are read a few dozen times per run, not per row.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from store import partitions
+
+RECORD = np.dtype([("key", "<u8"), ("value", "<u8"), ("code", "<i4")])
+MIN_SPILL_BITS = 6  # once spilled, at least 64 partitions: ~1.5M keys each at 10^8
+MAX_RUNS = 4  # sorted runs per spilled partition before they are merged into one
+
+
+def _sorted(records: np.ndarray) -> np.ndarray:
+    return records[np.argsort(records["key"], kind="stable")]  # stable: the first added stays first
+
+
+class KeyMap:
+    def __init__(self, name: str = "keys"):
+        self.name, self.rows = name, 0
+        self._runs: list[np.ndarray] = []  # in memory: sorted runs, oldest first
+        self._spill = None  # a TemporaryDirectory once spilled
+        self._bits = 0
+        self._files: dict[int, list[str]] = {}  # partition → its run files, oldest first
+        self._serial = 0
+
+    @property
+    def spilled(self) -> bool:
+        return self._spill is not None
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def add(self, keys: np.ndarray, values: np.ndarray, codes: np.ndarray | None = None) -> None:
+        """Add entries; a key added twice keeps its first value in :meth:`find`."""
+        if len(keys) == 0:
+            return
+        rec = np.empty(len(keys), RECORD)
+        rec["key"], rec["value"] = keys, values
+        rec["code"] = 0 if codes is None else codes
+        self.rows += len(rec)
+        if self.spilled:
+            self._add_spilled(rec)
+            return
+        run = _sorted(rec)
+        while self._runs and len(self._runs[-1]) <= len(run):  # binary counter: O(n log n) overall
+            run = _sorted(np.concatenate([self._runs.pop(), run]))
+        self._runs.append(run)
+        if self.rows > partitions.SPILL_ROWS:
+            self._move_to_disk()
+
+    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(found, value, code) for each key: the entry added first where a key repeats."""
+        found = np.zeros(len(keys), bool)
+        values = np.zeros(len(keys), np.uint64)
+        codes = np.zeros(len(keys), np.int32)
+        if not self.spilled:
+            for run in reversed(self._runs):  # oldest last: its answer overwrites newer ones
+                _lookup(run, keys, np.arange(len(keys)), found, values, codes)
+            return found, values, codes
+        order, edges = partitions.group_by_partition(np.arange(len(keys)), self._which(keys), 1 << self._bits)
+        for p in np.flatnonzero(np.diff(edges)):
+            pos = order[edges[p]:edges[p + 1]]
+            for path in reversed(self._files.get(int(p), [])):
+                _lookup(np.fromfile(path, RECORD), keys[pos], pos, found, values, codes)
+        return found, values, codes
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        return self.find(keys)[0]
+
+    def close(self) -> None:
+        if self._spill is not None:
+            self._spill.cleanup()
+        self._spill, self._files, self._runs = None, {}, []
+
+    # --- spilled -------------------------------------------------------------------------
+    def _which(self, keys: np.ndarray) -> np.ndarray:
+        return (keys >> np.uint64(64 - self._bits)).astype(np.int64)
+
+    def _move_to_disk(self) -> None:
+        self._spill = partitions.spill_directory(f"keymap-{self.name}")
+        self._bits = max(MIN_SPILL_BITS, partitions.partition_bits(4 * self.rows))
+        runs, self._runs = self._runs, []
+        for run in runs:  # oldest first, so that each partition's runs keep the add order
+            self._add_spilled(run)
+
+    def _add_spilled(self, rec: np.ndarray) -> None:
+        ordered, edges = partitions.group_by_partition(rec, self._which(rec["key"]), 1 << self._bits)
+        for p in np.flatnonzero(np.diff(edges)):
+            p = int(p)
+            files = self._files.setdefault(p, [])
+            files.append(self._write(_sorted(ordered[edges[p]:edges[p + 1]])))
+            if len(files) > MAX_RUNS:
+                merged = _sorted(np.concatenate([np.fromfile(f, RECORD) for f in files]))
+                _unlink(files)
+                self._files[p] = [self._write(merged)]
+
+    def _write(self, run: np.ndarray) -> str:
+        self._serial += 1
+        path = f"{self._spill.name}/run.{self._serial:08d}"
+        run.tofile(path)
+        return path
+
+
+def _lookup(run: np.ndarray, keys: np.ndarray, pos: np.ndarray, found, values, codes) -> None:
+    """Write ``run``'s entry for each of ``keys`` (at ``pos`` in the outputs) where it has one."""
+    if len(run) == 0 or len(keys) == 0:
+        return
+    at = np.minimum(np.searchsorted(run["key"], keys), len(run) - 1)
+    hit = run["key"][at] == keys
+    where = pos[hit]
+    found[where] = True
+    values[where] = run["value"][at[hit]]
+    codes[where] = run["code"][at[hit]]
+
+
+def _unlink(paths: list[str]) -> None:
+    import os
+
+    for path in paths:
+        os.unlink(path)

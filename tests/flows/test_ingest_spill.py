@@ -1,0 +1,106 @@
+"""Ingest with its key maps spilled to disk and manifests decided in several waves
+(store/keymap.py, flows/stages/ingest.py): the same items, rejects and counts as the
+in-memory run, including ids repeated across waves, foreign ids, changes and prune."""
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flows import manifests
+from flows.config import SourceConfig
+from flows.stages import ingest as ingest_stage
+from flows.stages.ingest import ingest
+from store import partitions
+from store.db import Store
+
+
+def _manifest(path, rows):
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def _state(store):
+    items = store.read("items", ["id", "source", "text", "row_sha256"]).sort_by("id").to_pylist()
+    bad = sorted((r["id"], r["reason"]) for r in store.read("rejects", ["id", "reason"]).to_pylist()) if store.exists("rejects") else []
+    return items, bad
+
+
+def _run(store, tmp_path, spilled, monkeypatch):
+    with monkeypatch.context() as m:
+        if spilled:
+            m.setattr(partitions, "SPILL_ROWS", 30)
+            m.setattr(partitions, "PARTITION_ROWS", 8)
+            m.setattr(manifests, "BATCH_ROWS", 20)
+            m.setattr(ingest_stage._Wave, "rows", 25)
+        rows = [{"id": f"i{k:03d}", "text": f"text number {k}"} for k in range(120)]
+        rows.insert(100, {"id": "i003", "text": "another text for i003"})  # a repeat in a later wave
+        rows.insert(110, {"id": "i004", "text": "text number 4"})  # a repeat with the same content
+        a = SourceConfig(name="a", manifest="x", image=None, prune=True)
+        first = ingest(store, a, _manifest(tmp_path / f"a{spilled}.parquet", rows))
+        b_rows = [{"id": "i007", "text": "mine now"}, {"id": "b1", "text": "b's own"}]
+        second = ingest(store, SourceConfig(name="b", manifest="x", image=None), _manifest(tmp_path / f"b{spilled}.parquet", b_rows))
+        rows = [r for r in rows if r["id"] not in {f"i{k:03d}" for k in range(50, 60)}]  # removed
+        for r in rows[:5]:
+            r["text"] += " (edited)"
+        third = ingest(store, a, _manifest(tmp_path / f"a2{spilled}.parquet", rows))
+    counts = [(r.written, r.unchanged, r.rejected, r.pruned) for r in (first, second, third)]
+    return counts, _state(store)
+
+
+def test_a_spilled_ingest_decides_like_the_in_memory_one(tmp_path, monkeypatch):
+    spilled = _run(Store(str(tmp_path / "s")), tmp_path, True, monkeypatch)
+    in_memory = _run(Store(str(tmp_path / "m")), tmp_path, False, monkeypatch)
+    assert spilled == in_memory
+    counts, (items, bad) = spilled
+    assert counts == [(120, 0, 1, 0), (1, 0, 1, 0), (5, 105, 2, 10)]  # i004 edited: its repeat now differs
+    assert len(items) == 111 and {r["id"] for r in items if r["source"] == "b"} == {"b1"}
+    assert [r["text"] for r in items if r["id"] == "i003"] == ["text number 3 (edited)"]  # the first row won
+    reasons = " ".join(reason for _, reason in bad)
+    assert "repeats id 'i003'" in reasons
+    assert "already belongs to source 'a'" in reasons  # b's verdict on i007 outlives a's re-ingest of i007
+
+
+def test_spilled_key_maps_are_removed_after_the_run(tmp_path, monkeypatch):
+    made = []
+    real = partitions.spill_directory
+
+    def spy(prefix):
+        made.append(real(prefix))
+        return made[-1]
+
+    monkeypatch.setattr(partitions, "spill_directory", spy)
+    monkeypatch.setattr(partitions, "SPILL_ROWS", 30)
+    monkeypatch.setattr(partitions, "PARTITION_ROWS", 8)
+    store = Store(str(tmp_path / "s"))
+    rows = [{"id": f"i{k:03d}", "text": f"t {k}"} for k in range(100)]
+    ingest(store, SourceConfig(name="a", manifest="x", image=None), _manifest(tmp_path / "m.parquet", rows))
+    ingest(store, SourceConfig(name="a", manifest="x", image=None), _manifest(tmp_path / "m.parquet", rows))
+    assert len(made) >= 2
+    import os
+
+    assert not any(os.path.exists(d.name) for d in made)
+
+
+def test_the_keys_held_by_a_spilled_ingest_do_not_grow_with_the_catalogue(tmp_path, monkeypatch):
+    import tracemalloc
+
+    monkeypatch.setattr(partitions, "SPILL_ROWS", 1_000)
+    monkeypatch.setattr(partitions, "PARTITION_ROWS", 500)
+    monkeypatch.setattr(manifests, "BATCH_ROWS", 500)
+    monkeypatch.setattr(ingest_stage._Wave, "rows", 1_000)
+    monkeypatch.setattr(ingest_stage, "SCAN_ROWS", 500)
+    peaks = {}
+    for n in (4_000, 32_000):
+        store = Store(str(tmp_path / f"s{n}"))
+        rows = pa.table({"id": [f"t{i:07d}" for i in range(n)], "text": [f"text {i}" for i in range(n)]})
+        manifest = tmp_path / f"m{n}.parquet"
+        pq.write_table(rows, manifest)
+        source = SourceConfig(name="s", manifest="x", image=None, prune=True)
+        ingest(store, source, manifest)
+        tracemalloc.start()
+        again = ingest(store, source, manifest)  # every id looked up in the existing and seen maps
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert (again.written, again.unchanged, again.pruned) == (0, n, 0)
+    whole_keys = 32_000 * 2 * 20  # the existing and seen maps' entries at once
+    assert peaks[32_000] < 2 * peaks[4_000], peaks  # 8x the rows, not 8x the memory
+    assert peaks[32_000] < whole_keys, peaks

@@ -1,0 +1,45 @@
+"""KeyMap: the first value added for a key wins, in memory and spilled alike, and a spilled
+map keeps a bounded number of runs per partition."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from store import keymap, partitions
+from store.keymap import KeyMap
+
+
+def _reference(batches):
+    ref = {}
+    for keys, values, codes in batches:
+        for k, v, c in zip(keys.tolist(), values.tolist(), codes.tolist()):
+            ref.setdefault(k, (v, c))
+    return ref
+
+
+@pytest.mark.parametrize("spill_rows", [10**9, 500])
+def test_find_answers_the_first_value_added_like_a_dict(monkeypatch, spill_rows):
+    monkeypatch.setattr(partitions, "SPILL_ROWS", spill_rows)
+    monkeypatch.setattr(partitions, "PARTITION_ROWS", 100)
+    rng = np.random.default_rng(3)
+    pool = rng.integers(0, 2**64 - 1, 3_000, dtype=np.uint64)  # keys repeat across and within batches
+    batches = []
+    m = KeyMap("t")
+    for b in range(40):
+        keys = rng.choice(pool, 150)
+        values = np.full(150, b, np.uint64) * np.uint64(1000) + np.arange(150, dtype=np.uint64)
+        codes = rng.integers(0, 5, 150).astype(np.int32)
+        batches.append((keys, values, codes))
+        m.add(keys, values, codes)
+    assert m.spilled == (spill_rows < 6_000) and len(m) == 6_000
+    ref = _reference(batches)
+    probe = np.concatenate([pool, rng.integers(0, 2**64 - 1, 500, dtype=np.uint64)])
+    found, values, codes = m.find(probe)
+    want = [ref.get(k) for k in probe.tolist()]
+    assert found.tolist() == [w is not None for w in want]
+    assert [(int(v), int(c)) for v, c, f in zip(values, codes, found) if f] == [w for w in want if w is not None]
+    if m.spilled:
+        directory = Path(m._spill.name)
+        assert all(len(files) <= keymap.MAX_RUNS for files in m._files.values())
+        m.close()
+        assert not directory.exists()
