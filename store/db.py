@@ -32,6 +32,8 @@ from store.retry import retry  # noqa: E402
 from store.errors import MissingTable, SchemaMismatch  # noqa: E402
 from store.schema import key_of  # noqa: E402
 
+MERGE_INDEX_ROWS = 1_000_000  # a table this big gets an index on its key before a merge
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -45,6 +47,55 @@ def constant(value, n: int, type: pa.DataType | None = None) -> pa.Array:
 def now_array(n: int) -> pa.Array:
     """``n`` copies of the current UTC time."""
     return constant(utcnow(), n, pa.timestamp("us", tz="UTC"))
+
+
+def fragment_batches(dataset, columns: list[str], filter: str | None = None, with_row_id: bool = False,
+                     batch_size: int = 262_144) -> Iterator[pa.RecordBatch]:
+    """Every row of a Lance dataset (at its version), scanned one fragment at a time. Lance's
+    dataset-wide scanner reads ahead across fragments, and its peak memory grew with the
+    table (+245 MB from 10^6 to 4·10^6 rows of id and sha256 here); fragment by fragment it
+    grew +59 MB, so planning over every row stays near flat in N."""
+    import queue
+    import threading
+
+    def batches():
+        for fragment in dataset.get_fragments():
+            yield from fragment.to_batches(columns=columns, filter=filter, with_row_id=with_row_id,
+                                           batch_size=batch_size)
+
+    # Read ahead one batch on a thread: Lance decodes (without the GIL) while the caller hashes.
+    ahead: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def read():
+        try:
+            for batch in batches():
+                while not stop.is_set():
+                    try:
+                        ahead.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ahead.put(done)
+        except BaseException as e:  # handed to the caller, raised there
+            ahead.put(e)
+
+    reader = threading.Thread(target=read, daemon=True, name="plait-fragment-reader")
+    reader.start()
+    try:
+        while True:
+            item = ahead.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
 def take_rows(tbl, row_ids, columns: list[str]) -> pa.Table:
@@ -168,10 +219,25 @@ class Store:
         if data.num_rows == 0:
             return tbl.version
         data = data.select(schema.names).cast(schema)
+        self._index_key_for_merge(tbl, key)
         # idempotent (a merge on the key), so a transient object-store error is retried
         retry(lambda: tbl.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data),
               what=f"upsert into {name}")
         return tbl.version
+
+    def _index_key_for_merge(self, tbl, key: str) -> None:
+        """Before a merge into a big table, a BTREE index on ``key`` covering most rows: without
+        one Lance joins the rows against a scan of the whole table (1 row into 4·10^6: 0.73 s
+        and +400 MB of peak memory here; with the index 0.02 s and flat). Built once (3.8 s at
+        10^7 rows), rebuilt when a tenth of the rows is unindexed; a first run, which only
+        appends, never pays for it."""
+        n = tbl.count_rows()
+        if n < MERGE_INDEX_ROWS:
+            return
+        have = [i for i in tbl.list_indices() if list(i.columns) == [key]]
+        unindexed = n if not have else (getattr(have[0], "num_unindexed_rows", 0) or 0)
+        if unindexed > max(MERGE_INDEX_ROWS, n // 10) or not have:
+            self.index_ids(tbl.name, key)
 
     def append(self, name: str, data: pa.Table, schema: pa.Schema) -> int:
         """Add rows known to be new (no key lookup: much cheaper than a merge on big tables).

@@ -71,3 +71,27 @@ def test_rejects_keep_one_verdict_per_stage_and_clear_on_success(store):
 def test_vectors_of_keeps_width_when_table_is_empty():
     empty = pa.chunked_array([], type=pa.list_(pa.float32(), 7))
     assert vectors_of(empty).shape == (0, 7)
+
+
+def test_a_merge_into_a_big_table_indexes_its_key_first_and_keeps_the_index_current(store, monkeypatch):
+    import store.db as db
+
+    monkeypatch.setattr(db, "MERGE_INDEX_ROWS", 100)
+    schema = embedding_schema(4)
+
+    def _ids(keys):
+        return _rows([f"k{k}" for k in keys], 1.0)
+
+    store.append("t", _ids(range(99)), schema)
+    store.upsert("t", _ids([5]), schema)  # below the size: no index, the merge scans
+    assert store.open("t").list_indices() == []
+    store.append("t", _ids(range(99, 150)), schema)
+    store.upsert("t", _ids([6]), schema)
+    (idx,) = store.open("t").list_indices()
+    assert list(idx.columns) == ["id"] and idx.num_unindexed_rows <= 1  # only the merged row is newer
+    store.append("t", _ids(range(150, 400)), schema)  # 250 unindexed rows: more than a tenth
+    store.upsert("t", _ids([7, 1_000]), schema)
+    (idx,) = store.open("t").list_indices()
+    assert idx.num_unindexed_rows <= 2 and store.open("t").count_rows() == 401  # rebuilt before the merge
+    ids = store.read("t", ["id"]).column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == 401
