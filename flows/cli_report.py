@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from flows.terminal import terminal_safe
+from flows.terminal import counted, terminal_safe
 
 
 def num(value, digits: int = 4) -> str:
@@ -41,7 +41,7 @@ def reports_payload(reports: dict) -> dict:
 def stage_lines(reports: dict) -> list[str]:
     lines = []
     for r in reports.get("ingest", []):
-        lines.append(f"ingest {r.source}: {r.rows} rows read, {r.written} written, {r.unchanged} unchanged, "
+        lines.append(f"ingest {r.source}: {counted(r.rows)} read, {r.written} written, {r.unchanged} unchanged, "
                      f"{r.rejected} rejected, {r.partial} kept without a bad part"
                      + (f", {r.pruned} pruned" if r.pruned else "") + f" (items@v{r.items_version})")
     lines += ["embed " + r.summary() + f" (v{r.version})" for r in reports.get("embed", [])]
@@ -50,7 +50,7 @@ def stage_lines(reports: dict) -> list[str]:
         how = "reused (same config, features and labels)" if r.reused else "trained"
         lines.append(f"train {r.head}@v{r.version} on {r.features_table}@v{r.features_version}, labels from "
                      f"items@v{r.labels_version}: {how}")
-    lines += [f"score {r.head}@v{r.head_version}: {r.scored} rows scored, {r.unchanged} unchanged → {r.table}"
+    lines += [f"score {r.head}@v{r.head_version}: {counted(r.scored)} scored, {r.unchanged} unchanged → {r.table}"
               for r in reports.get("score", [])]
     done = reports.get("optimize", [])
     if done:

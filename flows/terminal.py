@@ -39,3 +39,8 @@ def terminal_safe(value, *, keep_newlines: bool = False) -> str:
         return ""
     text = value if isinstance(value, str) else str(value)
     return text.translate(_TABLE_KEEP_NEWLINES if keep_newlines else _TABLE)
+
+
+def counted(n: int, noun: str = "row") -> str:
+    """``1 row``, ``2 rows``: counts in reports read as English."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

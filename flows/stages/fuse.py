@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from flows.config import FusionConfig
 from fusion import FUSIONS, Fusion, load_fusion
 from flows.progress import bar
+from flows.terminal import counted
 from store import encoder_tables, registries
 from store.artifacts import new_id
 from store.db import Store, now_array, vector_array, vectors_into, vectors_of
@@ -61,7 +62,7 @@ class FuseReport:
     refit_reason: str | None = None
 
     def summary(self) -> str:
-        text = f"{self.table} ({self.method}): {self.fused} rows fused, {self.unchanged} unchanged" + (
+        text = f"{self.table} ({self.method}): {counted(self.fused)} fused, {self.unchanged} unchanged" + (
             f", {self.removed} removed" if self.removed else "")
         if self.refitted:
             text += f", method refitted ({self.refit_reason})" if self.refit_reason else ", method refitted"

@@ -31,3 +31,13 @@ def test_terminal_safe_keeps_text_unchanged_when_printable():
 def test_terminal_safe_keeps_newlines_only_when_asked_and_maps_none_to_empty():
     assert terminal_safe("a\nb\r", keep_newlines=True) == "a\nb\\r"
     assert terminal_safe(None) == "" and terminal_safe(3.5) == "3.5"
+
+
+def test_reports_count_rows_in_english():
+    from flows.stages.embed import EmbedReport
+
+    def summary(n):
+        return EmbedReport(modality="text", encoder="e", table="t", status="active", encoded=n, already_stored=0,
+                           rejected=0, known_rejects=0, version=1, encoder_calls=1).summary()
+
+    assert "t: 1 row encoded" in summary(1) and "t: 2 rows encoded" in summary(2) and "0 rows" in summary(0)
