@@ -5,9 +5,12 @@ source?" and "did an earlier manifest row have this id?". Both sides grow with t
 Held as Python sets or dicts they cost ~100 bytes a row; as sorted numpy runs 20 bytes a row,
 still 2 GB at 10^8. Here the map stays in memory as a few sorted runs (merged like a binary
 counter) up to ``partitions.SPILL_ROWS`` keys, then moves to files partitioned by the key's top
-bits, each partition a few sorted runs. A lookup of a batch reads one run at a time, so memory
-holds one partition's run, not the map; callers batch their lookups (ingest: a wave of
-~500k rows) so the files are read a few dozen times per run, not per row.
+bits, each partition a few sorted runs of falling sizes (merged like a binary counter). A
+lookup of a batch reads one run at a time, so memory holds one partition's run, not the map;
+callers batch their lookups (ingest: a wave of ~500k rows) so the files are read once a wave,
+not once a row. That read is the cost that grows: each wave reads the whole map (~2 s over a
+10^7-row ingest here; at 10^8 rows, ~100x that: a sort-merge of all the manifest's keys would
+be the next step).
 """
 from __future__ import annotations
 
@@ -16,8 +19,7 @@ import numpy as np
 from store import partitions
 
 RECORD = np.dtype([("key", "<u8"), ("value", "<u8"), ("code", "<i4")])
-MIN_SPILL_BITS = 6  # once spilled, at least 64 partitions: ~1.5M keys each at 10^8
-MAX_RUNS = 4  # sorted runs per spilled partition before they are merged into one
+MIN_SPILL_BITS = 6  # once spilled, at least 64 partitions
 
 
 def _sorted(records: np.ndarray) -> np.ndarray:
@@ -25,12 +27,14 @@ def _sorted(records: np.ndarray) -> np.ndarray:
 
 
 class KeyMap:
-    def __init__(self, name: str = "keys"):
-        self.name, self.rows = name, 0
+    def __init__(self, name: str = "keys", expected_rows: int = 0):
+        """``expected_rows``: how many keys the map will likely hold; it sizes the partitions
+        when the map spills (~``partitions.PARTITION_ROWS`` keys each at that size)."""
+        self.name, self.rows, self.expected_rows = name, 0, expected_rows
         self._runs: list[np.ndarray] = []  # in memory: sorted runs, oldest first
         self._spill = None  # a TemporaryDirectory once spilled
         self._bits = 0
-        self._files: dict[int, list[str]] = {}  # partition → its run files, oldest first
+        self._files: dict[int, list[tuple[str, int]]] = {}  # partition → (run file, rows), oldest first
         self._serial = 0
 
     @property
@@ -70,7 +74,7 @@ class KeyMap:
         order, edges = partitions.group_by_partition(np.arange(len(keys)), self._which(keys), 1 << self._bits)
         for p in np.flatnonzero(np.diff(edges)):
             pos = order[edges[p]:edges[p + 1]]
-            for path in reversed(self._files.get(int(p), [])):
+            for path, _ in reversed(self._files.get(int(p), [])):
                 _lookup(np.fromfile(path, RECORD), keys[pos], pos, found, values, codes)
         return found, values, codes
 
@@ -88,7 +92,7 @@ class KeyMap:
 
     def _move_to_disk(self) -> None:
         self._spill = partitions.spill_directory(f"keymap-{self.name}")
-        self._bits = max(MIN_SPILL_BITS, partitions.partition_bits(4 * self.rows))
+        self._bits = max(MIN_SPILL_BITS, partitions.partition_bits(max(self.expected_rows, 4 * self.rows)))
         runs, self._runs = self._runs, []
         for run in runs:  # oldest first, so that each partition's runs keep the add order
             self._add_spilled(run)
@@ -98,11 +102,12 @@ class KeyMap:
         for p in np.flatnonzero(np.diff(edges)):
             p = int(p)
             files = self._files.setdefault(p, [])
-            files.append(self._write(_sorted(ordered[edges[p]:edges[p + 1]])))
-            if len(files) > MAX_RUNS:
-                merged = _sorted(np.concatenate([np.fromfile(f, RECORD) for f in files]))
-                _unlink(files)
-                self._files[p] = [self._write(merged)]
+            run = _sorted(ordered[edges[p]:edges[p + 1]])
+            while files and files[-1][1] <= len(run):  # binary counter, as in memory: O(n log n) I/O
+                path, _ = files.pop()
+                run = _sorted(np.concatenate([np.fromfile(path, RECORD), run]))
+                _unlink([path])
+            files.append((self._write(run), len(run)))
 
     def _write(self, run: np.ndarray) -> str:
         self._serial += 1

@@ -126,5 +126,7 @@ class SortedBuckets:
 
 def spill_directory(prefix: str) -> tempfile.TemporaryDirectory:
     """A private temporary directory for spilled partitions, removed when the returned object
-    is cleaned up or collected (a killed process leaves ``/tmp/plait-*``, which the OS clears)."""
+    is cleaned up or collected (a killed process leaves ``plait-*`` there, which the OS clears).
+    It is under ``$TMPDIR`` (default /tmp): where /tmp is a RAM disk, point TMPDIR at a real
+    disk, or the spilled keys sit in memory after all."""
     return tempfile.TemporaryDirectory(prefix=f"plait-{prefix}-")

@@ -3,8 +3,10 @@
 Planning is vectorised in Arrow before any model loads: the items' (id, content hash) are
 anti-joined against the encoder's table (same id and content → skip; the table belongs to
 one encoder fingerprint) and against known rejects of the same content, so a scheduled run
-over an unchanged catalogue encodes nothing and reads two narrow columns. Rows whose item was
-removed, or lost this modality (text removed), are deleted from the table.
+over an unchanged catalogue encodes nothing and reads two narrow columns (and one answered from
+the watermark reads none). The join runs in hash partitions spilled to disk past ~2M keys
+(:mod:`flows.stages.embed_plan`), so its memory stays flat in N. Rows whose item was removed, or
+lost this modality (text removed), are deleted from the table.
 
 The whole run holds the table's lease (:mod:`store.lease`): a second ``plait embed`` started at
 the same moment waits, then finds nothing left to do, so an id is never encoded or written
@@ -100,18 +102,18 @@ def embed(store: Store, modality: str, spec: str, encoder: Encoder | None = None
     with hold(store, f"table:{table}", "embed") as lease:
         status = _register(store, enc, modality, table, schema, fp)
         plan = _plan_or_recall(store, table, modality)
-        removed = _remove(store, table, plan.stale)
         writer = _Writer(store, table, schema, spec, fp, stage_name(table), plan, options, lease)
         calls = 0
-        if plan.todo.num_rows:
-            enc.load()
-            with bar(plan.todo.num_rows, f"embed {modality} ({spec})") as progress:
-                if modality == "text":
-                    calls = _embed_texts(store, enc, plan, options, writer, progress)
-                else:
-                    calls = _embed_images(store, enc, plan, options, writer, progress)
-            writer.flush()
-        plan.todo.close()
+        with plan.todo:  # a spilled plan's files go when the run ends, however it ends
+            removed = _remove(store, table, plan.stale)
+            if plan.todo.num_rows:
+                enc.load()
+                with bar(plan.todo.num_rows, f"embed {modality} ({spec})") as progress:
+                    if modality == "text":
+                        calls = _embed_texts(store, enc, plan, options, writer, progress)
+                    else:
+                        calls = _embed_images(store, enc, plan, options, writer, progress)
+                writer.flush()
         _remember(store, table, plan, writer.encoded, writer.rejected)
         return EmbedReport(modality=modality, encoder=spec, table=table, status=status, encoded=writer.encoded,
                            already_stored=plan.already, rejected=writer.rejected, known_rejects=plan.skipped,
@@ -378,11 +380,11 @@ def plan_embed(store: Store, modality: str, spec: str, shards: int, encoder: Enc
     if plan.todo.num_rows == 0:
         return planned, []
     by_shard: list[list[pa.Table]] = [[] for _ in range(shards)]
-    for todo in plan.todo.tables():  # the shards' rows are shipped to workers: held here once, 17 bytes a row
-        which = todo.column("idh").to_numpy() % np.uint64(shards)
-        for k in range(shards):
-            by_shard[k].append(todo.filter(pa.array(which == k)))
-    plan.todo.close()
+    with plan.todo:
+        for todo in plan.todo.tables():  # the shards' rows are shipped to workers: held here once, 17 bytes a row
+            which = todo.column("idh").to_numpy() % np.uint64(shards)
+            for k in range(shards):
+                by_shard[k].append(todo.filter(pa.array(which == k)))
     jobs = []
     for k in range(shards):
         part = pa.concat_tables(by_shard[k])

@@ -57,6 +57,12 @@ class Todo:
             self._spill.cleanup()
             self._spill = None
 
+    def __enter__(self) -> "Todo":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 NOTHING = todo_table(np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, bool))
 

@@ -39,6 +39,7 @@ from store.schema import ITEMS, LABEL_PREFIX, items_schema
 
 STAGE = "ingest"
 SCAN_ROWS = 262_144  # items rows read at once when building or checking the key maps
+PRUNE_CHECK_ROWS = 1 << 21  # ids checked against the manifest's at once by prune
 _LABEL_ARROW = {"class": pa.string(), "float": pa.float64(), "list": pa.list_(pa.string())}
 # Python's str.split()/\s whitespace, in RE2 syntax (pyarrow's regex engine): separators
 # (\p{Z}: no-break and ideographic spaces...) and the C0/C1 whitespace controls.
@@ -288,8 +289,11 @@ class _Existing:
     def __init__(self, store: Store):
         self.sources: list[str] = []
         self.index = KeyMap("items")
+        self.rows = 0
         if store.exists(ITEMS):
             ds = store.open(ITEMS).to_lance()
+            self.rows = ds.count_rows()
+            self.index.expected_rows = self.rows
             for batch in fragment_batches(ds, ["id", "row_sha256", "source"], batch_size=SCAN_ROWS):
                 enc = pc.dictionary_encode(pc.fill_null(batch.column("source"), ""))
                 names = enc.dictionary.to_pylist()
@@ -354,7 +358,7 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, pru
             _check_label_types(store.open(ITEMS).schema, schema)
         store.ensure(ITEMS, schema)  # adds new label columns in place: nothing is re-embedded
         existing = _Existing(store)
-        seen = KeyMap("seen")
+        seen = KeyMap("seen", expected_rows=existing.rows)  # a re-ingest lists about as many ids
         try:
             return _ingest(store, source, manifest, prune, on_progress, base, roots, types, schema, existing, seen)
         finally:
@@ -537,11 +541,21 @@ def _prune(store: Store, source: SourceConfig, seen: KeyMap) -> int:
     table derived from items (embeddings, fused vectors, predictions, dedup groups, clusters)."""
     gone: list[str] = []
     ds = store.open(ITEMS).to_lance()
-    for batch in fragment_batches(ds, ["id"], filter=sql.equals("source", source.name), batch_size=SCAN_ROWS):
-        ids = batch.column("id")
-        missing = ~seen.contains(hash64(ids))
+    held: list[tuple[pa.Array, np.ndarray]] = []  # (ids, their hashes), checked ~2M at a time
+
+    def check():  # one lookup per PRUNE_CHECK_ROWS ids: each may read the whole spilled map
+        missing = ~seen.contains(np.concatenate([h for _, h in held]))
+        ids = pa.chunked_array([i for i, _ in held], pa.string())
         if missing.any():
-            gone += ids.filter(pa.array(missing)).to_pylist()
+            gone.extend(ids.filter(pa.array(missing)).to_pylist())
+        held.clear()
+
+    for batch in fragment_batches(ds, ["id"], filter=sql.equals("source", source.name), batch_size=SCAN_ROWS):
+        held.append((batch.column("id"), hash64(batch.column("id"))))
+        if sum(len(h) for _, h in held) >= PRUNE_CHECK_ROWS:
+            check()
+    if held:
+        check()
     if not gone:
         return 0
     store.delete_ids(ITEMS, gone)

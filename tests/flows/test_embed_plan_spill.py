@@ -111,3 +111,19 @@ def test_the_keys_held_by_a_spilled_plan_do_not_grow_with_the_catalogue(tmp_path
     whole_keys = 32_000 * 2 * 32  # both sides' keys at once, as an unpartitioned plan holds them
     assert peaks[32_000] < whole_keys / 4, peaks
     assert peaks[32_000] < 2 * peaks[4_000], peaks  # 8x the rows, not 8x the memory
+
+
+def test_a_failed_run_removes_its_spilled_plan(store, dataset, tiny_partitions):
+    made = []
+    real = partitions.spill_directory
+    tiny_partitions.setattr(partitions, "spill_directory", lambda prefix: made.append(real(prefix)) or made[-1])
+    tiny_partitions.setattr(embed_plan, "spill_directory", partitions.spill_directory)
+
+    class Broken(CountingTextEncoder):
+        def encode_text(self, texts):
+            raise ValueError("the model broke")
+
+    ingest(store, SOURCE, dataset)
+    with pytest.raises(ValueError, match="the model broke"):
+        embed(store, "text", "counting:1", encoder=Broken())
+    assert made and not any(Path(d.name).exists() for d in made)

@@ -88,6 +88,7 @@ def test_the_keys_held_by_a_spilled_ingest_do_not_grow_with_the_catalogue(tmp_pa
     monkeypatch.setattr(manifests, "BATCH_ROWS", 500)
     monkeypatch.setattr(ingest_stage._Wave, "rows", 1_000)
     monkeypatch.setattr(ingest_stage, "SCAN_ROWS", 500)
+    monkeypatch.setattr(ingest_stage, "PRUNE_CHECK_ROWS", 1_000)
     peaks = {}
     for n in (4_000, 32_000):
         store = Store(str(tmp_path / f"s{n}"))

@@ -95,3 +95,56 @@ def test_a_merge_into_a_big_table_indexes_its_key_first_and_keeps_the_index_curr
     assert idx.num_unindexed_rows <= 2 and store.open("t").count_rows() == 401  # rebuilt before the merge
     ids = store.read("t", ["id"]).column("id").to_pylist()
     assert len(ids) == len(set(ids)) == 401
+
+
+class _Fragment:
+    def __init__(self, n, fail_at=None):
+        self.n, self.fail_at = n, fail_at
+
+    def to_batches(self, **kwargs):
+        for i in range(self.n):
+            if i == self.fail_at:
+                raise OSError("disk gone")
+            yield i
+
+
+class _Dataset:
+    def __init__(self, *fragments):
+        self.fragments = fragments
+
+    def get_fragments(self):
+        return list(self.fragments)
+
+
+def test_fragment_batches_reads_every_fragment_in_order_and_never_hangs_a_caller_that_stops():
+    import threading
+    import time
+
+    from store.db import fragment_batches
+
+    assert list(fragment_batches(_Dataset(_Fragment(3), _Fragment(0), _Fragment(2)), ["id"])) == [0, 1, 2, 0, 1]
+    with pytest.raises(OSError, match="disk gone"):  # the reader's error reaches the caller
+        list(fragment_batches(_Dataset(_Fragment(3, fail_at=1)), ["id"]))
+
+    outcome = []
+
+    def caller_that_fails():
+        try:
+            for _ in fragment_batches(_Dataset(_Fragment(2)), ["id"]):
+                time.sleep(0.3)  # the reader is now blocked handing over the end marker
+                raise RuntimeError("caller failed")
+        except RuntimeError:
+            outcome.append("raised")
+
+    def caller_that_breaks():
+        for _ in fragment_batches(_Dataset(_Fragment(5)), ["id"]):
+            time.sleep(0.2)
+            break
+        outcome.append("stopped")
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (caller_that_fails, caller_that_breaks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert sorted(outcome) == ["raised", "stopped"]
