@@ -435,7 +435,9 @@ def _land(b: _Batch, keep: dict, verdicts: dict, source: SourceConfig, previousl
         names = rows.column("id").to_pylist()
         tally.clean_ids += [i for k, i in zip(landed_pos, names) if k not in b.problems and i in previously_bad]
     tally.unchanged += int(keep["unchanged"].sum())
-    if keep["new"].any():
+    if len(keep["new"]) and keep["new"].all():  # a first ingest: the batch as it is (a filter would copy every row)
+        writer.add_new(rows)
+    elif keep["new"].any():
         writer.add_new(rows.filter(pa.array(keep["new"])))
     if keep["changed"].any():
         writer.add_changed(rows.filter(pa.array(keep["changed"])))
@@ -526,10 +528,16 @@ class _ItemsWriter:
         from store.fragments import write_uncommitted
 
         if self.new:
-            data = self._stamped(self.new)
-            self.fragments += write_uncommitted(self.store, ITEMS, [data], self.schema)
-            self.written += data.num_rows
-            self.new, self.buffered = [], 0
+            parts, self.new, self.buffered = self.new, [], 0
+            self.fragments += write_uncommitted(self.store, ITEMS, self._stamped_parts(parts), self.schema)
+
+    def _stamped_parts(self, parts: list[pa.Table]):
+        """Each buffered part stamped and handed to the writer in turn, then dropped: no
+        concatenated copy of the whole buffer (~75 MB at 500k text rows)."""
+        while parts:
+            part = parts.pop(0)
+            self.written += part.num_rows
+            yield self._stamped([part])
 
     def _stamped(self, parts: list[pa.Table]) -> pa.Table:
         data = pa.concat_tables([p.select(self.stamp.names).cast(self.stamp) for p in parts])
