@@ -34,6 +34,7 @@ from store.schema import key_of  # noqa: E402
 
 MERGE_INDEX_ROWS = 1_000_000  # a table this big gets an index on its key before a merge
 
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
