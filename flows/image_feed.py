@@ -41,7 +41,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from flows.batching import OomSplitter, default_workers, prefetch
+from flows.batching import OomSplitter, default_workers
+from store.prefetch import prefetch
 from flows.encoders.base import Encoder, PixelInput
 
 log = logging.getLogger("plait.embed")

@@ -56,51 +56,15 @@ def fragment_batches(dataset, columns: list[str], filter: str | None = None, wit
     dataset-wide scanner reads ahead across fragments, and its peak memory grew with the
     table (+245 MB from 10^6 to 4·10^6 rows of id and sha256 here); fragment by fragment it
     grew +59 MB, so planning over every row stays near flat in N."""
-    import queue
-    import threading
+    from store.prefetch import prefetch
 
     def batches():
         for fragment in dataset.get_fragments():
             yield from fragment.to_batches(columns=columns, filter=filter, with_row_id=with_row_id,
                                            batch_size=batch_size)
 
-    # Read ahead one batch on a thread: Lance decodes (without the GIL) while the caller hashes.
-    ahead: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-    done = object()
-
-    def hand_over(item) -> bool:
-        """Put ``item`` unless the caller has stopped (then it never would be taken)."""
-        while not stop.is_set():
-            try:
-                ahead.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read():
-        try:
-            for batch in batches():
-                if not hand_over(batch):
-                    return
-            hand_over(done)
-        except BaseException as e:  # handed to the caller, raised there
-            hand_over(e)
-
-    reader = threading.Thread(target=read, daemon=True, name="plait-fragment-reader")
-    reader.start()
-    try:
-        while True:
-            item = ahead.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()  # a caller that stops early or raises: the reader gives up its next put
-        reader.join()
+    # one batch read ahead on a thread: Lance decodes (without the GIL) while the caller hashes
+    yield from prefetch(batches(), depth=1, name="plait-fragment-reader")
 
 
 def take_rows(tbl, row_ids, columns: list[str]) -> pa.Table:

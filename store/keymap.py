@@ -71,7 +71,8 @@ class KeyMap:
             for run in reversed(self._runs):  # oldest last: its answer overwrites newer ones
                 _lookup(run, keys, np.arange(len(keys)), found, values, codes)
             return found, values, codes
-        order, edges = partitions.group_by_partition(np.arange(len(keys)), self._which(keys), 1 << self._bits)
+        where = partitions.top_bits(keys, self._bits)
+        order, edges = partitions.group_by_partition(np.arange(len(keys)), where, 1 << self._bits)
         for p in np.flatnonzero(np.diff(edges)):
             pos = order[edges[p]:edges[p + 1]]
             for path, _ in reversed(self._files.get(int(p), [])):
@@ -87,9 +88,6 @@ class KeyMap:
         self._spill, self._files, self._runs = None, {}, []
 
     # --- spilled -------------------------------------------------------------------------
-    def _which(self, keys: np.ndarray) -> np.ndarray:
-        return (keys >> np.uint64(64 - self._bits)).astype(np.int64)
-
     def _move_to_disk(self) -> None:
         self._spill = partitions.spill_directory(f"keymap-{self.name}")
         self._bits = max(MIN_SPILL_BITS, partitions.partition_bits(max(self.expected_rows, 4 * self.rows)))
@@ -98,7 +96,8 @@ class KeyMap:
             self._add_spilled(run)
 
     def _add_spilled(self, rec: np.ndarray) -> None:
-        ordered, edges = partitions.group_by_partition(rec, self._which(rec["key"]), 1 << self._bits)
+        where = partitions.top_bits(rec["key"], self._bits)
+        ordered, edges = partitions.group_by_partition(rec, where, 1 << self._bits)
         for p in np.flatnonzero(np.diff(edges)):
             p = int(p)
             files = self._files.setdefault(p, [])

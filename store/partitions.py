@@ -27,6 +27,13 @@ def partition_bits(rows: int) -> int:
     return max(1, int(np.ceil(np.log2(rows / PARTITION_ROWS))))
 
 
+def top_bits(keys: np.ndarray, bits: int) -> np.ndarray:
+    """Partition of each uint64 key: its top ``bits`` (hashes are uniform, so partitions are even)."""
+    if not bits:
+        return np.zeros(len(keys), np.int64)
+    return (keys >> np.uint64(64 - bits)).astype(np.int64)
+
+
 def group_by_partition(records: np.ndarray, where: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """(``records`` grouped by partition, keeping their order within one; the ``count + 1``
     edges of the groups). A counting sort: the stable argsort of 16-bit partition numbers is
@@ -37,90 +44,76 @@ def group_by_partition(records: np.ndarray, where: np.ndarray, count: int) -> tu
     return records[order], edges
 
 
-class Partitions:
-    """Structured records partitioned by the top ``bits`` of a uint64 key field. With
-    ``bits == 0`` they stay in memory; otherwise each partition is a file under ``directory``
-    appended to batch by batch, read back whole by :meth:`part`."""
+class _Spilled:
+    """Structured records in ``count`` groups chosen by :meth:`which`: in memory when there is
+    one group (or no ``directory``), else one file per group, appended to batch by batch."""
 
-    def __init__(self, dtype: np.dtype, key: str, bits: int, directory: Path | None, name: str):
-        self.dtype, self.key, self.bits, self.name = np.dtype(dtype), key, bits, name
-        self.directory = Path(directory) if directory is not None else None
-        self._memory: list[np.ndarray] = []
+    def __init__(self, dtype: np.dtype, key: str, count: int, directory: Path | None, name: str):
+        self.dtype, self.key, self.name = np.dtype(dtype), key, name
+        self.count = count if directory is not None else 1
+        self.directory = Path(directory) if self.count > 1 else None
         self.rows = 0
-        if bits and self.directory is None:
-            raise ValueError("spilled partitions need a directory")
-
-    @property
-    def count(self) -> int:
-        return 1 << self.bits
+        self.sizes = np.zeros(self.count, np.int64)
+        self._memory: list[np.ndarray] = []
 
     def which(self, keys: np.ndarray) -> np.ndarray:
-        """Partition of each key: its top ``bits`` (hashes are uniform, so partitions are even)."""
-        if not self.bits:
-            return np.zeros(len(keys), np.int64)
-        return (keys >> np.uint64(64 - self.bits)).astype(np.int64)
+        raise NotImplementedError
 
     def add(self, records: np.ndarray) -> None:
         if len(records) == 0:
             return
         self.rows += len(records)
-        if not self.bits:
+        if self.directory is None:
             self._memory.append(records)
+            self.sizes[0] += len(records)
             return
-        ordered, bounds = group_by_partition(records, self.which(records[self.key]), self.count)
-        for p in np.flatnonzero(np.diff(bounds)):
+        ordered, edges = group_by_partition(records, self.which(records[self.key]), self.count)
+        for p in np.flatnonzero(np.diff(edges)):
             with open(self._path(p), "ab") as f:
-                ordered[bounds[p]:bounds[p + 1]].tofile(f)
+                ordered[edges[p]:edges[p + 1]].tofile(f)
+            self.sizes[p] += edges[p + 1] - edges[p]
 
     def part(self, p: int) -> np.ndarray:
-        if not self.bits:
+        if self.directory is None:
             if len(self._memory) > 1:
                 self._memory = [np.concatenate(self._memory)]
             return self._memory[0] if self._memory else np.zeros(0, self.dtype)
-        path = self._path(p)
-        return np.fromfile(path, self.dtype) if path.exists() else np.zeros(0, self.dtype)
+        return np.fromfile(self._path(p), self.dtype) if self.sizes[p] else np.zeros(0, self.dtype)
 
     def _path(self, p: int) -> Path:
         return self.directory / f"{self.name}.{p:05d}"
 
 
-class SortedBuckets:
-    """Records bucketed by ranges of a uint64 field (``bounds``: sorted lower edges), spilled
-    like :class:`Partitions`, read back bucket after bucket each sorted by that field. Used to
-    stream a join's output (row ids to read) in storage order with one bucket in memory."""
+class Partitions(_Spilled):
+    """Records partitioned by the top ``bits`` of a uint64 key field. With ``bits == 0`` they
+    stay in memory; otherwise each partition is a file under ``directory``."""
+
+    def __init__(self, dtype: np.dtype, key: str, bits: int, directory: Path | None, name: str):
+        if bits and directory is None:
+            raise ValueError("spilled partitions need a directory")
+        self.bits = bits
+        super().__init__(dtype, key, 1 << bits, directory, name)
+
+    def which(self, keys: np.ndarray) -> np.ndarray:
+        return top_bits(keys, self.bits)
+
+
+class SortedBuckets(_Spilled):
+    """Records bucketed by ranges of a uint64 field (``bounds``: sorted lower edges), read back
+    bucket after bucket, each sorted by that field. Used to stream a join's output (row ids to
+    read) in storage order with one bucket in memory."""
 
     def __init__(self, dtype: np.dtype, key: str, bounds: np.ndarray, directory: Path | None, name: str):
-        self.dtype, self.key = np.dtype(dtype), key
         self.bounds = np.asarray(bounds, np.uint64)
-        spill = directory is not None and len(self.bounds) > 1
-        self.parts = Partitions(dtype, key, 0, None, name) if not spill else None
-        self.directory, self.name = (Path(directory), name) if spill else (None, name)
-        self.rows = 0
-        self._sizes = np.zeros(max(1, len(self.bounds)), np.int64)
+        super().__init__(dtype, key, max(1, len(self.bounds)), directory, name)
 
-    def add(self, records: np.ndarray) -> None:
-        if len(records) == 0:
-            return
-        self.rows += len(records)
-        if self.parts is not None:
-            self.parts.add(records)
-            return
-        where = np.maximum(np.searchsorted(self.bounds, records[self.key], side="right") - 1, 0)
-        ordered, edges = group_by_partition(records, where, len(self.bounds))
-        for b in np.flatnonzero(np.diff(edges)):
-            with open(self.directory / f"{self.name}.{b:05d}", "ab") as f:
-                ordered[edges[b]:edges[b + 1]].tofile(f)
-            self._sizes[b] += edges[b + 1] - edges[b]
+    def which(self, keys: np.ndarray) -> np.ndarray:
+        return np.maximum(np.searchsorted(self.bounds, keys, side="right") - 1, 0)
 
     def __iter__(self):
         """Each non-empty bucket, sorted by the key field."""
-        if self.parts is not None:
-            whole = self.parts.part(0)
-            if len(whole):
-                yield whole[np.argsort(whole[self.key], kind="stable")]
-            return
-        for b in np.flatnonzero(self._sizes):
-            got = np.fromfile(self.directory / f"{self.name}.{b:05d}", self.dtype)
+        for b in np.flatnonzero(self.sizes):
+            got = self.part(b)
             yield got[np.argsort(got[self.key], kind="stable")]
 
 

@@ -13,7 +13,7 @@ and merged by its real id, never skipped.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -77,7 +77,7 @@ class Plan:
     sha_column: str = "text_sha256"  # the items column holding this modality's content hash
     recalled: bool = False  # answered from the watermark, no ids read
     rejects_seen: str | None = None  # stamp of the rejects table as planned on
-    partitions: int = field(default=1)  # how many partitions the join ran in (1: in memory)
+    partitions: int = 1  # how many partitions the join ran in (1: in memory)
 
 
 def plan(store: Store, table: str, sha_col: str, stage: str) -> Plan:
@@ -142,10 +142,8 @@ def _ids_of(tbl, rowids: np.ndarray) -> pa.Array:
     """The ids of rows of ``tbl`` by row id, read a slice at a time."""
     if len(rowids) == 0:
         return pa.array([], pa.string())
-    parts = [take_rows(tbl, rowids[s:s + STALE_ID_ROWS].tolist(), ["id"]).column("id")
-             for s in range(0, len(rowids), STALE_ID_ROWS)]
-    return pa.chunked_array([c for p in parts for c in (p.chunks if isinstance(p, pa.ChunkedArray) else [p])],
-                            pa.string()).combine_chunks()
+    return pa.concat_tables([take_rows(tbl, rowids[s:s + STALE_ID_ROWS].tolist(), ["id"])
+                             for s in range(0, len(rowids), STALE_ID_ROWS)]).column("id").combine_chunks()
 
 
 def fetch(store: Store, plan: Plan, rows: pa.Table, columns: list[str]) -> pa.Table:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from flows.batching import OomSplitter, prefetch
+from flows.batching import OomSplitter
+from store.prefetch import prefetch
 
 
 def _threads(name):
