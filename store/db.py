@@ -51,7 +51,7 @@ def now_array(n: int) -> pa.Array:
 
 
 def fragment_batches(dataset, columns: list[str], filter: str | None = None, with_row_id: bool = False,
-                     batch_size: int = 262_144) -> Iterator[pa.RecordBatch]:
+                     batch_size: int = 262_144, with_row_address: bool = False) -> Iterator[pa.RecordBatch]:
     """Every row of a Lance dataset (at its version), scanned one fragment at a time. Lance's
     dataset-wide scanner reads ahead across fragments, and its peak memory grew with the
     table (+245 MB from 10^6 to 4·10^6 rows of id and sha256 here); fragment by fragment it
@@ -61,7 +61,7 @@ def fragment_batches(dataset, columns: list[str], filter: str | None = None, wit
     def batches():
         for fragment in dataset.get_fragments():
             yield from fragment.to_batches(columns=columns, filter=filter, with_row_id=with_row_id,
-                                           batch_size=batch_size)
+                                           with_row_address=with_row_address, batch_size=batch_size)
 
     # one batch read ahead on a thread: Lance decodes (without the GIL) while the caller hashes
     yield from prefetch(batches(), depth=1, name="plait-fragment-reader")
@@ -250,12 +250,17 @@ class Store:
         return self.rewrite(name, batches, schema)
 
     def index_ids(self, name: str, key: str = "id") -> None:
-        """(Re)build a BTREE index on ``key``: point lookups (``id IN (...)``, the item join of
-        every query) then read a few pages instead of the whole column (bench/query.py).
-        Rebuilt whole because rows added later would be scanned unindexed."""
+        """A BTREE index on ``key`` covering every row: point lookups (``id IN (...)``, the item
+        join of every query) then read a few pages instead of the whole column (bench/query.py).
+        An existing index takes in the rows added since (Lance merges them into it: at 4·10^6
+        rows 0.8 s and +110 MB, where a rebuild took 1.2 s and +214 MB)."""
         import warnings
 
         tbl = self.open(name)
+        have = [i.name for i in tbl.list_indices() if list(i.columns) == [key]]
+        if have:
+            retry(lambda: tbl.to_lance().optimize.optimize_indices(index_names=have), what=f"index {name}")
+            return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # create_scalar_index is marked deprecated in 0.25+
             tbl.create_scalar_index(key, index_type="BTREE", replace=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
+import numpy as np
 import pyarrow as pa
 
 from store.db import Store
@@ -37,10 +38,14 @@ def write_uncommitted(store: Store, table: str, data: Iterable, schema: pa.Schem
     return [json.dumps(f.to_json()) for f in fragments]
 
 
-def commit(store: Store, table: str, fragments: list[str], overwrite_schema: pa.Schema | None = None) -> int:
+def commit(store: Store, table: str, fragments: list[str], overwrite_schema: pa.Schema | None = None,
+           replaced: np.ndarray | None = None, read_version: int | None = None) -> int:
     """Make ``fragments`` visible in one commit: appended to ``table``, or replacing all of
-    it when ``overwrite_schema`` is given. Returns the new version (the current one when there
-    is nothing to commit and nothing to overwrite)."""
+    it when ``overwrite_schema`` is given. ``replaced``: row addresses (``_rowaddr``, read at
+    ``read_version``) of rows that ``fragments`` supersede, deleted in the same commit, so the
+    old and the new row of an id are never both visible (Lance refuses the commit if those
+    rows were rewritten since ``read_version``). Returns the new version (the current one
+    when there is nothing to do)."""
     import lance
     from lance.fragment import FragmentMetadata
 
@@ -48,9 +53,38 @@ def commit(store: Store, table: str, fragments: list[str], overwrite_schema: pa.
     metas = [FragmentMetadata.from_json(f) for f in fragments]
     if overwrite_schema is not None:
         op = lance.LanceOperation.Overwrite(overwrite_schema, metas)
+    elif replaced is not None and len(replaced):
+        base = store.open(table, read_version).to_lance() if read_version is not None else ds
+        updated, removed = _delete_rows(base, replaced)
+        op = lance.LanceOperation.Update(removed_fragment_ids=removed, updated_fragments=updated, new_fragments=metas)
+        return lance.LanceDataset.commit(ds, op, read_version=base.version,
+                                         storage_options=store.storage_options or None).version
     elif metas:
         op = lance.LanceOperation.Append(metas)
     else:
         return ds.version
     return lance.LanceDataset.commit(ds, op, read_version=ds.version,
                                      storage_options=store.storage_options or None).version
+
+
+def _delete_rows(ds, addresses: np.ndarray) -> tuple[list, list[int]]:
+    """Deletion files for the rows at ``addresses`` (fragment id in the high 32 bits), not
+    committed: (updated fragments, ids of fragments left with no rows). One predicate per
+    fragment (~5 µs a row here, as fast as Lance's merge on id and without its +480 MB)."""
+    addresses = np.unique(addresses.astype(np.uint64))
+    fragment_of = addresses >> np.uint64(32)
+    ids, starts = np.unique(fragment_of, return_index=True)
+    updated, removed = [], []
+    for fid, start, end in zip(ids.tolist(), starts.tolist(), [*starts[1:].tolist(), len(addresses)]):
+        fragment = ds.get_fragment(fid)
+        if fragment is None:
+            raise ValueError(f"row addresses name fragment {fid}, which version {ds.version} of the table lacks")
+        if end - start == fragment.count_rows():  # every live row goes: drop the fragment
+            removed.append(fid)
+            continue
+        meta = fragment.delete("_rowaddr IN (" + ",".join(map(str, addresses[start:end].tolist())) + ")")
+        if meta is None:
+            removed.append(fid)
+        else:
+            updated.append(meta)
+    return updated, removed

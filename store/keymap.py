@@ -1,10 +1,10 @@
-"""A growing map from 64-bit keys to (64-bit value, small code), flat in memory at any size.
+"""A growing map from 64-bit keys to (64-bit value, small code, 64-bit address), flat in memory at any size.
 
 Ingest asks, for each manifest row, "is this id in items already, with which content and
 source?" and "did an earlier manifest row have this id?". Both sides grow with the catalogue.
 Held as Python sets or dicts they cost ~100 bytes a row; as sorted numpy runs 20 bytes a row,
 still 2 GB at 10^8. Here the map stays in memory as a few sorted runs (merged like a binary
-counter) up to ``partitions.SPILL_ROWS`` keys, then moves to files partitioned by the key's top
+counter) up to :data:`MEMORY_ROWS` keys, then moves to files partitioned by the key's top
 bits, each partition a few sorted runs of falling sizes (merged like a binary counter). A
 lookup of a batch reads one run at a time, so memory holds one partition's run, not the map;
 callers batch their lookups (ingest: a wave of ~500k rows) so the files are read once a wave,
@@ -18,8 +18,11 @@ import numpy as np
 
 from store import partitions
 
-RECORD = np.dtype([("key", "<u8"), ("value", "<u8"), ("code", "<i4")])
+RECORD = np.dtype([("key", "<u8"), ("value", "<u8"), ("code", "<i4"), ("addr", "<u8")])
 MIN_SPILL_BITS = 6  # once spilled, at least 64 partitions
+# Keys held in memory before the map spills: ~10 MB, and a merge of two runs briefly needs
+# about three times that. At 2^21 the merges alone put ~120 MB on ingest's peak at 4·10^6 rows.
+MEMORY_ROWS = 1 << 19
 
 
 def _sorted(records: np.ndarray) -> np.ndarray:
@@ -44,40 +47,42 @@ class KeyMap:
     def __len__(self) -> int:
         return self.rows
 
-    def add(self, keys: np.ndarray, values: np.ndarray, codes: np.ndarray | None = None) -> None:
-        """Add entries; a key added twice keeps its first value in :meth:`find`."""
+    def add(self, keys: np.ndarray, values: np.ndarray, codes: np.ndarray | None = None,
+            addrs: np.ndarray | None = None) -> None:
+        """Add entries; a key added twice keeps its first entry in :meth:`find`."""
         if len(keys) == 0:
             return
         rec = np.empty(len(keys), RECORD)
         rec["key"], rec["value"] = keys, values
         rec["code"] = 0 if codes is None else codes
+        rec["addr"] = 0 if addrs is None else addrs
         self.rows += len(rec)
         if self.spilled:
             self._add_spilled(rec)
             return
         run = _sorted(rec)
-        while self._runs and len(self._runs[-1]) <= len(run):  # binary counter: O(n log n) overall
+        while self._runs and len(self._runs[-1]) <= 2 * len(run):  # each run over twice the next: O(log n) runs, O(n log n) work
             run = _sorted(np.concatenate([self._runs.pop(), run]))
         self._runs.append(run)
-        if self.rows > partitions.SPILL_ROWS:
+        if self.rows > MEMORY_ROWS:
             self._move_to_disk()
 
-    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(found, value, code) for each key: the entry added first where a key repeats."""
+    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found, entry) for each key, an entry being a :data:`RECORD` (zeros where not
+        found): the entry added first where a key repeats."""
         found = np.zeros(len(keys), bool)
-        values = np.zeros(len(keys), np.uint64)
-        codes = np.zeros(len(keys), np.int32)
+        entries = np.zeros(len(keys), RECORD)
         if not self.spilled:
             for run in reversed(self._runs):  # oldest last: its answer overwrites newer ones
-                _lookup(run, keys, np.arange(len(keys)), found, values, codes)
-            return found, values, codes
+                _lookup(run, keys, np.arange(len(keys)), found, entries)
+            return found, entries
         where = partitions.top_bits(keys, self._bits)
         order, edges = partitions.group_by_partition(np.arange(len(keys)), where, 1 << self._bits)
         for p in np.flatnonzero(np.diff(edges)):
             pos = order[edges[p]:edges[p + 1]]
             for path, _ in reversed(self._files.get(int(p), [])):
-                _lookup(np.fromfile(path, RECORD), keys[pos], pos, found, values, codes)
-        return found, values, codes
+                _lookup(np.fromfile(path, RECORD), keys[pos], pos, found, entries)
+        return found, entries
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         return self.find(keys)[0]
@@ -102,7 +107,7 @@ class KeyMap:
             p = int(p)
             files = self._files.setdefault(p, [])
             run = _sorted(ordered[edges[p]:edges[p + 1]])
-            while files and files[-1][1] <= len(run):  # binary counter, as in memory: O(n log n) I/O
+            while files and files[-1][1] <= 2 * len(run):  # as in memory: O(log n) runs, O(n log n) I/O
                 path, _ = files.pop()
                 run = _sorted(np.concatenate([np.fromfile(path, RECORD), run]))
                 _unlink([path])
@@ -115,7 +120,7 @@ class KeyMap:
         return path
 
 
-def _lookup(run: np.ndarray, keys: np.ndarray, pos: np.ndarray, found, values, codes) -> None:
+def _lookup(run: np.ndarray, keys: np.ndarray, pos: np.ndarray, found, entries) -> None:
     """Write ``run``'s entry for each of ``keys`` (at ``pos`` in the outputs) where it has one."""
     if len(run) == 0 or len(keys) == 0:
         return
@@ -123,8 +128,7 @@ def _lookup(run: np.ndarray, keys: np.ndarray, pos: np.ndarray, found, values, c
     hit = run["key"][at] == keys
     where = pos[hit]
     found[where] = True
-    values[where] = run["value"][at[hit]]
-    codes[where] = run["code"][at[hit]]
+    entries[where] = run[at[hit]]
 
 
 def _unlink(paths: list[str]) -> None:

@@ -253,3 +253,36 @@ def test_a_big_manifest_lands_in_one_commit_while_memory_holds_one_buffer(store,
     with pytest.raises(OSError):
         ingest(store, source, last)
     assert store.version(ITEMS) == before + 2 and store.read(ITEMS, ["id"]).num_rows == 100  # nothing half-landed
+
+
+def test_changed_and_new_rows_land_in_one_commit_that_replaces_the_old_rows(store, tmp_path, monkeypatch):
+    """Changed rows are written like new ones and their old versions deleted by row address
+    in the same commit: no version shows both rows of an id, or a change without the new
+    rows; a failure before the commit changes nothing."""
+    from flows.stages import ingest as stage
+
+    monkeypatch.setattr(stage._ItemsWriter, "fragment_rows", 10)
+    source = SourceConfig(name="texts", manifest="x", image=None)
+    first = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": [f"t{i:03d}" for i in range(50)], "text": [f"text {i}" for i in range(50)]}), first)
+    ingest(store, source, first)
+    before = store.version(ITEMS)
+    ids = [f"t{i:03d}" for i in range(50)] + [f"n{i:03d}" for i in range(7)]
+    texts = [f"text {i}" if i % 3 else f"edited {i}" for i in range(50)] + [f"new {i}" for i in range(7)]
+    second = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"id": ids, "text": texts}), second)
+    real_commit = stage._ItemsWriter.finish
+
+    def fail(self):
+        raise OSError("killed before the commit")
+
+    monkeypatch.setattr(stage._ItemsWriter, "finish", fail)
+    with pytest.raises(OSError):
+        ingest(store, source, second)
+    assert store.version(ITEMS) == before
+    monkeypatch.setattr(stage._ItemsWriter, "finish", real_commit)
+    report = ingest(store, source, second)
+    assert (report.written, report.unchanged) == (17 + 7, 33)
+    landed = store.open(ITEMS, before + 1).to_lance().to_table(columns=["id", "text"]).to_pylist()
+    assert sorted((r["id"], r["text"]) for r in landed) == sorted(zip(ids, texts))  # each id once, as edited
+    assert store.read(ITEMS, ["id"]).num_rows == 57
