@@ -10,9 +10,10 @@ Bad input never stops the batch and is never dropped silently: each problem beco
 usable content (good text beside a missing image) lands without the bad part and its reject
 says so. A manifest that cannot be read as a whole lands nothing (:mod:`flows.manifests`).
 
-Writes happen at the end of the run, while the ``items`` lease is held: new rows (the usual
-case) are appended, changed ones merged on id, and with ``prune`` the source's items missing
-from the manifest are deleted, with their rows in embedding, fused and prediction tables.
+Writes happen while the ``items`` lease is held: new and changed rows stream to uncommitted
+fragments and become visible in ONE commit at the end, which also deletes the changed rows'
+old versions; then, with ``prune``, the source's items missing from the manifest are deleted,
+with their rows in embedding, fused and prediction tables.
 """
 from __future__ import annotations
 
@@ -361,19 +362,22 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, pru
         if store.exists(ITEMS):
             _check_label_types(store.open(ITEMS).schema, schema)
         store.ensure(ITEMS, schema)  # adds new label columns in place: nothing is re-embedded
+        stored = store.open(ITEMS).schema  # may have labels this source does not declare
         existing = _Existing(store)
         seen = KeyMap("seen", expected_rows=existing.rows)  # a re-ingest lists about as many ids
         try:
-            return _ingest(store, source, manifest, prune, on_progress, base, roots, types, schema, existing, seen)
+            return _ingest(store, source, manifest, prune, on_progress, base, roots, types, schema, existing, seen,
+                           stored)
         finally:
             existing.index.close()
             seen.close()
 
 
-def _ingest(store, source, manifest, prune, on_progress, base, roots, types, schema, existing, seen) -> IngestReport:
+def _ingest(store, source, manifest, prune, on_progress, base, roots, types, schema, existing, seen,
+            stored) -> IngestReport:
     own_code = existing._code(source.name)
     previously_bad = set(rejects.known(store, STAGE, source=source.name))  # this source's verdicts only
-    writer, tally, wave = _ItemsWriter(store, schema, existing.version), _Tally(), _Wave()
+    writer, tally, wave = _ItemsWriter(store, schema, existing.version, stored), _Tally(), _Wave()
 
     def settle():
         batches = wave.take()
@@ -504,9 +508,14 @@ class _ItemsWriter:
 
     fragment_rows = 500_000
 
-    def __init__(self, store: Store, schema: pa.Schema, read_version: int | None):
-        self.store, self.schema, self.read_version = store, schema, read_version
-        self.stamp = schema.remove(schema.get_field_index("ingested_at"))
+    def __init__(self, store: Store, schema: pa.Schema, read_version: int | None, stored: pa.Schema | None = None):
+        """``schema``: this run's columns; ``stored``: the table's, which may have label columns
+        this source does not declare: a changed row keeps their old values, a new row has none."""
+        self.store, self.read_version = store, read_version
+        self.schema = stored if stored is not None else schema
+        self.kept = [n for n in self.schema.names if n.startswith(LABEL_PREFIX) and n not in schema.names]
+        self._before = None  # the table at read_version, opened when a kept column is read
+        self.stamp = self.schema.remove(self.schema.get_field_index("ingested_at"))
         self.new: list[pa.Table] = []
         self.replaced: list[np.ndarray] = []  # row addresses of the old versions of changed rows
         self.buffered = 0
@@ -520,7 +529,14 @@ class _ItemsWriter:
             self._spill()
 
     def add_changed(self, rows: pa.Table, old_addresses: np.ndarray) -> None:
-        self.replaced.append(np.asarray(old_addresses, np.uint64))
+        old_addresses = np.asarray(old_addresses, np.uint64)
+        self.replaced.append(old_addresses)
+        if self.kept:  # without stable row ids a row's id is its address
+            if self._before is None:
+                self._before = self.store.open(ITEMS, self.read_version).to_lance()
+            old = self._before._take_rows(old_addresses.tolist(), columns=self.kept)
+            for name in self.kept:
+                rows = rows.append_column(name, old.column(name))
         self.add_new(rows)
 
     def finish(self) -> int:
@@ -547,8 +563,14 @@ class _ItemsWriter:
             yield self._stamped([part])
 
     def _stamped(self, parts: list[pa.Table]) -> pa.Table:
-        data = pa.concat_tables([p.select(self.stamp.names).cast(self.stamp) for p in parts])
+        data = pa.concat_tables([self._conformed(p) for p in parts])
         return data.append_column("ingested_at", now_array(data.num_rows))
+
+    def _conformed(self, part: pa.Table) -> pa.Table:
+        """``part`` in the table's columns; a label column it lacks is null (a new row)."""
+        have = set(part.column_names)
+        return pa.table({f.name: part.column(f.name) if f.name in have else pa.nulls(part.num_rows, f.type)
+                         for f in self.stamp}).cast(self.stamp)
 
 
 def _prune(store: Store, source: SourceConfig, seen: KeyMap) -> int:

@@ -286,3 +286,21 @@ def test_changed_and_new_rows_land_in_one_commit_that_replaces_the_old_rows(stor
     landed = store.open(ITEMS, before + 1).to_lance().to_table(columns=["id", "text"]).to_pylist()
     assert sorted((r["id"], r["text"]) for r in landed) == sorted(zip(ids, texts))  # each id once, as edited
     assert store.read(ITEMS, ["id"]).num_rows == 57
+
+
+def test_a_changed_row_keeps_the_label_columns_its_source_does_not_declare(store, tmp_path):
+    """A re-ingest that declares fewer labels (or another source's) must not null the others
+    on the rows it changes; its new rows have none."""
+    first = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["one", "two", "three"],
+                             "color": ["red", "blue", "green"], "topic": ["x", "y", "z"]}), first)
+    ingest(store, SourceConfig(name="s", manifest="x", image=None, labels=("color", "topic")), first)
+    second = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"id": ["c", "a", "b", "d"], "text": ["three", "one edited", "two", "four"],
+                             "color": ["teal", "red", "blue", "pink"]}), second)
+    report = ingest(store, SourceConfig(name="s", manifest="x", image=None, labels=("color",)), second)
+    assert report.written == 4  # a and c changed (the hash covers declared labels: b too), d new
+    rows = {r["id"]: (r["text"], r["label_color"], r["label_topic"])
+            for r in store.read(ITEMS, ["id", "text", "label_color", "label_topic"]).to_pylist()}
+    assert rows == {"a": ("one edited", "red", "x"), "b": ("two", "blue", "y"), "c": ("three", "teal", "z"),
+                    "d": ("four", "pink", None)}
