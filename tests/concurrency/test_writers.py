@@ -52,8 +52,8 @@ def _ids(store: Store, table: str) -> list[str]:
     return store.read(table, ["id"]).column("id").to_pylist()
 
 
-def _manifest(path: Path, start: int, n: int, relabel: int = 0) -> Path:
-    rows = [{"id": f"t{k}", "text": f"caption number {k} {'a' * (k % 5)}",
+def _manifest(path: Path, start: int, n: int, relabel: int = 0, edit: int = 0) -> Path:
+    rows = [{"id": f"t{k}", "text": f"caption number {k} {'a' * (k % 5)}" + (f" edit {edit}" if k % 3 == 0 else ""),
              "kind": ["x", "y"][(k + relabel) % 2]} for k in range(start + n)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -64,7 +64,7 @@ def test_ingest_ingest_20_rounds_unique_ids_no_lost_rows(tmp_path, workers):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     for r in range(ROUNDS):
         n = 10 * (r + 1)
-        _manifest(a, 0, n)
+        _manifest(a, 0, n, edit=r)  # a third of the existing rows change every round
         # same source and manifest half of the time, two sources with disjoint ids the other half
         if r % 2:
             b.write_text("".join(json.dumps({"id": f"b{k}", "text": f"other {k}"}) + "\n" for k in range(n)))
@@ -76,6 +76,9 @@ def test_ingest_ingest_20_rounds_unique_ids_no_lost_rows(tmp_path, workers):
         ids = _ids(store, ITEMS)
         assert len(ids) == len(set(ids)), f"round {r}: repeated ids"
         assert {f"t{k}" for k in range(n)} <= set(ids), f"round {r}: rows lost"
+        texts = {row["id"]: row["text"] for row in store.read(ITEMS, ["id", "text"]).to_pylist()}
+        stale = [k for k in range(0, n, 3) if not texts[f"t{k}"].endswith(f" edit {r}")]
+        assert not stale, f"round {r}: changed rows left stale: {stale[:5]}"
         if r % 2:
             assert {f"b{k}" for k in range(n)} <= set(ids)
 
