@@ -18,15 +18,38 @@ import numpy as np
 
 from store import partitions
 
-RECORD = np.dtype([("key", "<u8"), ("value", "<u8"), ("code", "<i4"), ("addr", "<u8")])
+# aligned to 32 bytes so that records move as rows of four uint64 (:func:`_words`): np.take of
+# those is ~15x faster than fancy indexing of the structured array (9 vs 145 ms for 524k here)
+RECORD = np.dtype([("key", "<u8"), ("value", "<u8"), ("code", "<i4"), ("addr", "<u8")], align=True)
 MIN_SPILL_BITS = 6  # once spilled, at least 64 partitions
 # Keys held in memory before the map spills: ~10 MB, and a merge of two runs briefly needs
 # about three times that. At 2^21 the merges alone put ~120 MB on ingest's peak at 4·10^6 rows.
 MEMORY_ROWS = 1 << 19
 
 
+def _words(records: np.ndarray) -> np.ndarray:
+    """``records`` as an (n, 4) uint64 array: the same memory, one row per record."""
+    return records.view(np.uint64).reshape(len(records), 4)
+
+
+def _records(words: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(words).view(RECORD).reshape(len(words))
+
+
 def _sorted(records: np.ndarray) -> np.ndarray:
-    return records[np.argsort(records["key"], kind="stable")]  # stable: the first added stays first
+    order = np.argsort(records["key"], kind="stable")  # stable: the first added stays first
+    return _records(np.take(_words(records), order, axis=0))
+
+
+def _merged(older: np.ndarray, newer: np.ndarray) -> np.ndarray:
+    """Two sorted runs as one, in linear time; among equal keys ``older``'s entries come first."""
+    at = np.searchsorted(older["key"], newer["key"], side="right") + np.arange(len(newer))
+    out = np.empty((len(older) + len(newer), 4), np.uint64)
+    from_older = np.ones(len(out), bool)
+    from_older[at] = False
+    out[at] = _words(newer)
+    out[from_older] = _words(older)
+    return _records(out)
 
 
 class KeyMap:
@@ -62,7 +85,7 @@ class KeyMap:
             return
         run = _sorted(rec)
         while self._runs and len(self._runs[-1]) <= 2 * len(run):  # each run over twice the next: O(log n) runs, O(n log n) work
-            run = _sorted(np.concatenate([self._runs.pop(), run]))
+            run = _merged(self._runs.pop(), run)
         self._runs.append(run)
         if self.rows > MEMORY_ROWS:
             self._move_to_disk()
@@ -72,16 +95,17 @@ class KeyMap:
         found): the entry added first where a key repeats."""
         found = np.zeros(len(keys), bool)
         entries = np.zeros(len(keys), RECORD)
+        order = np.argsort(keys)  # sorted queries: binary searches that move forward, and
+        ordered = keys[order]  # grouped by partition (a partition is a range of keys)
         if not self.spilled:
             for run in reversed(self._runs):  # oldest last: its answer overwrites newer ones
-                _lookup(run, keys, np.arange(len(keys)), found, entries)
+                _lookup(run, ordered, order, found, entries)
             return found, entries
-        where = partitions.top_bits(keys, self._bits)
-        order, edges = partitions.group_by_partition(np.arange(len(keys)), where, 1 << self._bits)
+        edges = self._edges(ordered)
         for p in np.flatnonzero(np.diff(edges)):
-            pos = order[edges[p]:edges[p + 1]]
+            part = slice(edges[p], edges[p + 1])
             for path, _ in reversed(self._files.get(int(p), [])):
-                _lookup(np.fromfile(path, RECORD), keys[pos], pos, found, entries)
+                _lookup(np.fromfile(path, RECORD), ordered[part], order[part], found, entries)
         return found, entries
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
@@ -101,17 +125,22 @@ class KeyMap:
             self._add_spilled(run)
 
     def _add_spilled(self, rec: np.ndarray) -> None:
-        where = partitions.top_bits(rec["key"], self._bits)
-        ordered, edges = partitions.group_by_partition(rec, where, 1 << self._bits)
+        rec = _sorted(rec)  # sorted by key is grouped by partition: no separate grouping pass
+        edges = self._edges(rec["key"])
         for p in np.flatnonzero(np.diff(edges)):
             p = int(p)
             files = self._files.setdefault(p, [])
-            run = _sorted(ordered[edges[p]:edges[p + 1]])
+            run = rec[edges[p]:edges[p + 1]]
             while files and files[-1][1] <= 2 * len(run):  # as in memory: O(log n) runs, O(n log n) I/O
                 path, _ = files.pop()
-                run = _sorted(np.concatenate([np.fromfile(path, RECORD), run]))
+                run = _merged(np.fromfile(path, RECORD), run)
                 _unlink([path])
             files.append((self._write(run), len(run)))
+
+    def _edges(self, sorted_keys: np.ndarray) -> np.ndarray:
+        """Where each partition's range of keys starts in ``sorted_keys``, and the end."""
+        starts = np.arange(1 << self._bits, dtype=np.uint64) << np.uint64(64 - self._bits)
+        return np.append(np.searchsorted(sorted_keys, starts), len(sorted_keys))
 
     def _write(self, run: np.ndarray) -> str:
         self._serial += 1
@@ -128,7 +157,7 @@ def _lookup(run: np.ndarray, keys: np.ndarray, pos: np.ndarray, found, entries) 
     hit = run["key"][at] == keys
     where = pos[hit]
     found[where] = True
-    entries[where] = run[at[hit]]
+    _words(entries)[where] = np.take(_words(run), at[hit], axis=0)
 
 
 def _unlink(paths: list[str]) -> None:
