@@ -80,8 +80,8 @@ class _Spilled:
             return self._memory[0] if self._memory else np.zeros(0, self.dtype)
         return np.fromfile(self._path(p), self.dtype) if self.sizes[p] else np.zeros(0, self.dtype)
 
-    def _path(self, p: int) -> Path:
-        return self.directory / f"{self.name}.{p:05d}"
+    def _path(self, p: int) -> str:
+        return f"{self.directory}/{self.name}.{p:05d}"  # a str: pathlib interns every part it parses
 
 
 class Partitions(_Spilled):

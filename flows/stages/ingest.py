@@ -10,6 +10,10 @@ Bad input never stops the batch and is never dropped silently: each problem beco
 usable content (good text beside a missing image) lands without the bad part and its reject
 says so. A manifest that cannot be read as a whole lands nothing (:mod:`flows.manifests`).
 
+The manifest is staged to a temporary directory while its keys are partitioned; then every
+row is decided (new, changed, unchanged, repeated, foreign) by one sort-merge with the items'
+keys (:mod:`flows.stages.ingest_plan`), and the staged rows are replayed into the writer.
+
 Writes happen while the ``items`` lease is held: new and changed rows stream to uncommitted
 fragments and become visible in ONE commit at the end, which also deletes the changed rows'
 old versions; then, with ``prune``, the source's items missing from the manifest are deleted,
@@ -30,17 +34,17 @@ import pyarrow.compute as pc
 from flows.config import SourceConfig
 from flows.images import image_ref
 from flows.manifests import ManifestError, iter_manifest
-from store import rejects, sql
-from store.db import Store, constant, fragment_batches, now_array, sha256_column
+from flows.stages import ingest_plan
+from store import partitions, rejects
+from store.db import Store, constant, fragment_batches, now_array, sha256_column, take_rows
 from store.errors import SchemaMismatch
-from store.keymap import KeyMap
 from store.keys import hash64, hex64
 from store.lease import hold
+from store.partitions import Partitions
 from store.schema import ITEMS, LABEL_PREFIX, items_schema
 
 STAGE = "ingest"
-SCAN_ROWS = 262_144  # items rows read at once when building or checking the key maps
-PRUNE_CHECK_ROWS = 1 << 21  # ids checked against the manifest's at once by prune
+SCAN_ROWS = 262_144  # items rows read at once when keying them, or ids read at once by prune
 _LABEL_ARROW = {"class": pa.string(), "float": pa.float64(), "list": pa.list_(pa.string())}
 # Python's str.split()/\s whitespace, in RE2 syntax (pyarrow's regex engine): separators
 # (\p{Z}: no-break and ideographic spaces...) and the C0/C1 whitespace controls.
@@ -284,27 +288,30 @@ class _ImagePool:
 
 # --- the stage -------------------------------------------------------------------------------
 class _Existing:
-    """What ``items`` holds now (at ``version``), as 64-bit keys: id → (row hash, source code,
-    row address), in a :class:`store.keymap.KeyMap` (in memory while small, spilled beyond).
-    The address is where a changed row's old version is deleted, in the commit that adds the new."""
+    """What ``items`` holds now (at ``version``), as 64-bit keys in hash partitions: id →
+    (row hash, source code, row address). The address is where a changed row's old version
+    is deleted, in the commit that adds the new one, and where a pruned item's id is read."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, keys: Partitions):
         self.sources: list[str] = []
-        self.index = KeyMap("items")
-        self.rows = 0
+        self.keys = keys
         self.version: int | None = None
         if store.exists(ITEMS):
             ds = store.open(ITEMS).to_lance()
-            self.rows, self.version = ds.count_rows(), ds.version
-            self.index.expected_rows = self.rows
+            if getattr(ds, "has_stable_row_ids", False):  # addresses would not be row ids (take, prune)
+                raise SchemaMismatch("the items table uses stable row ids, which plait's ingest does not support",
+                                     fix="rewrite it without them (plait creates its tables without them)")
+            self.version = ds.version
             for batch in fragment_batches(ds, ["id", "row_sha256", "source"], batch_size=SCAN_ROWS,
                                           with_row_address=True):
                 enc = pc.dictionary_encode(pc.fill_null(batch.column("source"), ""))
                 names = enc.dictionary.to_pylist()
                 remap = np.array([self._code(s) for s in names], np.int32)
-                codes = remap[enc.indices.to_numpy(zero_copy_only=False)] if len(names) else np.zeros(0, np.int32)
-                self.index.add(hash64(batch.column("id")), hash64(batch.column("row_sha256")), codes,
-                               batch.column("_rowaddr").to_numpy())
+                rec = np.empty(batch.num_rows, ingest_plan.ITEM_KEY)
+                rec["key"], rec["hash"] = hash64(batch.column("id")), hash64(batch.column("row_sha256"))
+                rec["code"] = remap[enc.indices.to_numpy(zero_copy_only=False)] if len(names) else 0
+                rec["addr"] = batch.column("_rowaddr").to_numpy()
+                keys.add(rec)
 
     def _code(self, source: str) -> int:
         if source not in self.sources:
@@ -324,28 +331,72 @@ class _Tally:
     clean_ids: list = field(default_factory=list)  # ids landed clean that used to be rejected
 
 
-class _Wave:
-    """Prepared batches held until ~``rows`` rows (or ``max_bytes``), then decided together:
-    one lookup of the whole wave against the existing items and the ids seen earlier, which
-    may read spilled partitions (store/keymap.py), instead of one per manifest batch."""
+class _Staging:
+    """Prepared batches kept on disk until every decision is made: their rows as an Arrow IPC
+    stream, the rest pickled, both read back in order (:meth:`replay`); the landed rows'
+    keys go to hash partitions for :func:`ingest_plan.decide`. Memory holds one batch."""
 
-    rows = 524_288
-    max_bytes = 256 << 20
+    def __init__(self, directory: Path, bits: int):
+        self.directory = directory
+        self.keys = Partitions(ingest_plan.MANIFEST_KEY, "key", bits, directory if bits else None, "manifest")
+        self.landed = 0
+        self._schema = self._rows = self._meta = None
 
-    def __init__(self):
-        self.batches: list[_Batch] = []
-        self.held = self.nbytes = 0
+    def add(self, b: _Batch) -> None:
+        import pickle
 
-    def add(self, b: _Batch) -> bool:
-        """Hold ``b``; True when the wave is full."""
-        self.batches.append(b)
-        self.held += b.rows.num_rows
-        self.nbytes += b.rows.nbytes
-        return self.held >= self.rows or self.nbytes >= self.max_bytes
+        n = b.rows.num_rows
+        if n:
+            rec = np.empty(n, ingest_plan.MANIFEST_KEY)
+            rec["key"], rec["hash"] = hash64(b.rows.column("id")), hash64(b.rows.column("row_sha256"))
+            rec["seq"] = self.landed + np.arange(n, dtype=np.uint64)
+            self.keys.add(rec)
+            self.landed += n
+        if self._rows is None:
+            self._schema = b.rows.schema
+            self._rows = pa.ipc.new_stream(str(self.directory / "rows.arrows"), self._schema)
+            self._meta = open(self.directory / "batches.pickle", "wb")
+        parts = b.rows.cast(self._schema).to_batches()
+        for part in parts:
+            self._rows.write_batch(part)
+        pickle.dump((b.problems, np.asarray(b.row_numbers), b.ids, b.landed, len(parts)), self._meta)
 
-    def take(self) -> list[_Batch]:
-        batches, self.batches, self.held, self.nbytes = self.batches, [], 0, 0
-        return batches
+    def replay(self):
+        """The staged batches, in the order added."""
+        import pickle
+
+        if self._rows is None:
+            return
+        self._rows.close()
+        self._meta.close()
+        with pa.OSFile(str(self.directory / "rows.arrows")) as source, \
+                open(self.directory / "batches.pickle", "rb") as meta:
+            reader = pa.ipc.open_stream(source)
+            while True:
+                try:
+                    problems, numbers, ids, landed, parts = pickle.load(meta)
+                except EOFError:
+                    return
+                rows = pa.Table.from_batches([reader.read_next_batch() for _ in range(parts)], self._schema)
+                yield _Batch(rows=rows, problems=problems, row_numbers=numbers, ids=ids, landed=landed)
+
+
+def _bits_for(existing_rows: int, manifest: Path) -> int:
+    """Partition bits for the items' and the manifest's keys together (the manifest's rows
+    from Parquet metadata, else over-estimated from its size: more partitions cost little)."""
+    rows = existing_rows
+    try:
+        if manifest.is_dir():
+            rows += sum(1 for _ in manifest.rglob("*"))
+        elif manifest.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            rows += pq.ParquetFile(manifest).metadata.num_rows
+        else:
+            rows += manifest.stat().st_size // 16
+    except (OSError, pa.ArrowInvalid):
+        pass  # an unreadable manifest is reported by the reader
+    return partitions.partition_bits(rows)
 
 
 def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, prune: bool | None = None,
@@ -362,30 +413,25 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, pru
         if store.exists(ITEMS):
             _check_label_types(store.open(ITEMS).schema, schema)
         store.ensure(ITEMS, schema)  # adds new label columns in place: nothing is re-embedded
-        stored = store.open(ITEMS).schema  # may have labels this source does not declare
-        existing = _Existing(store)
-        seen = KeyMap("seen", expected_rows=existing.rows)  # a re-ingest lists about as many ids
+        stored = store.open(ITEMS)  # its schema may have labels this source does not declare
+        spill = partitions.spill_directory("ingest")  # staged rows, and keys past ~2M
         try:
-            return _ingest(store, source, manifest, prune, on_progress, base, roots, types, schema, existing, seen,
-                           stored)
+            directory = Path(spill.name)
+            bits = _bits_for(stored.count_rows(), manifest)
+            existing = _Existing(store, Partitions(ingest_plan.ITEM_KEY, "key", bits, directory if bits else None,
+                                                   "items"))
+            staging = _Staging(directory, bits)
+            return _ingest(store, source, manifest, prune, on_progress, base, roots, types, schema, existing,
+                           staging, stored.schema)
         finally:
-            existing.index.close()
-            seen.close()
+            spill.cleanup()
 
 
-def _ingest(store, source, manifest, prune, on_progress, base, roots, types, schema, existing, seen,
-            stored) -> IngestReport:
+def _ingest(store, source, manifest, prune, on_progress, base, roots, types, schema, existing: _Existing,
+            staging: _Staging, stored: pa.Schema) -> IngestReport:
     own_code = existing._code(source.name)
     previously_bad = set(rejects.known(store, STAGE, source=source.name))  # this source's verdicts only
-    writer, tally, wave = _ItemsWriter(store, schema, existing.version, stored), _Tally(), _Wave()
-
-    def settle():
-        batches = wave.take()
-        if not batches:
-            return
-        for b, (keep, verdicts) in zip(batches, _decide(batches, existing, own_code, seen, source)):
-            _land(b, keep, verdicts, source, previously_bad, writer, tally)
-
+    tally = _Tally()
     checked = False
     with _ImagePool() as pool:
         for mb in iter_manifest(manifest, id_column=source.id, image_column=source.image,
@@ -404,13 +450,16 @@ def _ingest(store, source, manifest, prune, on_progress, base, roots, types, sch
             if b.problems and b.ids is None:
                 b.ids = pc.utf8_trim_whitespace(pc.utf8_normalize(_as_strings(mb.table.column(source.id)),
                                                                   form="NFC")).to_pylist()
-            if wave.add(b):
-                settle()
+            staging.add(b)
             if on_progress:
                 on_progress(mb.table.num_rows)
-        settle()
+    decisions = ingest_plan.decide(staging.keys, existing.keys, own_code, staging.landed, staging.directory)
+    writer = _ItemsWriter(store, schema, existing.version, stored)
+    for b in staging.replay():
+        keep, verdicts = _verdicts(b, decisions.take(b.rows.num_rows), existing, source)
+        _land(b, keep, verdicts, source, previously_bad, writer, tally)
     written = writer.finish()
-    pruned = _prune(store, source, seen) if prune else 0
+    pruned = _prune(store, decisions.gone, existing.version) if prune else 0
     rejects.record(store, tally.bad)
     bad_ids = {b.id for b in tally.bad}
     rejects.clear(store, STAGE, [i for i in tally.clean_ids if i not in bad_ids])
@@ -419,6 +468,27 @@ def _ingest(store, source, manifest, prune, on_progress, base, roots, types, sch
     return IngestReport(source=source.name, rows=tally.rows, written=written, unchanged=tally.unchanged,
                         rejected=tally.rejected, partial=tally.partial, items_version=store.version(ITEMS),
                         pruned=pruned)
+
+
+def _verdicts(b: _Batch, decided: np.ndarray, existing: _Existing, source: SourceConfig) -> tuple[dict, dict]:
+    """One batch's decisions as masks over its landed rows, and the reasons of the rows that
+    must not land (a repeated id with other content, an id another source owns)."""
+    kind = decided["kind"]
+    keep = {"new": kind == ingest_plan.NEW, "changed": kind == ingest_plan.CHANGED,
+            "unchanged": kind == ingest_plan.UNCHANGED, "old_address": decided["addr"]}
+    landed_pos = np.flatnonzero(b.landed)
+    verdicts: dict[int, str] = {}
+    for j in np.flatnonzero(kind == ingest_plan.DUPLICATE):
+        k = int(landed_pos[j])
+        verdicts[k] = (f"duplicate id: manifest row {b.row_numbers[k]} repeats id {b.rows.column('id')[int(j)].as_py()!r} "
+                       f"with different content; the first row was kept; fix: make ids unique")
+    for j in np.flatnonzero(kind == ingest_plan.FOREIGN):
+        k = int(landed_pos[j])
+        name, owner = b.rows.column("id")[int(j)].as_py(), existing.sources[int(decided["code"][j])]
+        verdicts[k] = (f"id owned by another source: {name!r} already belongs to source {owner!r}, not "
+                       f"{source.name!r}; fix: make ids unique across sources (e.g. prefix them), or remove it "
+                       f"from {owner!r} first")
+    return keep, verdicts
 
 
 def _land(b: _Batch, keep: dict, verdicts: dict, source: SourceConfig, previously_bad: set,
@@ -449,53 +519,6 @@ def _land(b: _Batch, keep: dict, verdicts: dict, source: SourceConfig, previousl
         writer.add_new(rows.filter(pa.array(keep["new"])))
     if keep["changed"].any():
         writer.add_changed(rows.filter(pa.array(keep["changed"])), keep["old_address"][keep["changed"]])
-
-
-def _decide(batches: list[_Batch], existing: _Existing, own_code: int, seen: KeyMap, source: SourceConfig):
-    """Per batch of a wave, per landed row: new, changed or unchanged; and the verdicts for
-    rows that must not land (a repeated id with other content, an id another source owns).
-    The first row of an id wins, in manifest order across batches and waves."""
-    keys = np.concatenate([hash64(b.rows.column("id")) for b in batches])
-    row_hash = np.concatenate([hash64(b.rows.column("row_sha256")) for b in batches])
-    batch_of = np.repeat(np.arange(len(batches)), [b.rows.num_rows for b in batches])
-    at = np.arange(len(keys)) - np.concatenate([[0], np.cumsum([b.rows.num_rows for b in batches])])[batch_of]
-    landed_pos = [np.flatnonzero(b.landed) for b in batches]
-    verdicts: list[dict[int, str]] = [{} for _ in batches]
-
-    def name(j: int) -> str:
-        return batches[batch_of[j]].rows.column("id")[int(at[j])].as_py()
-
-    # repeated ids: against earlier waves, then within this one; the first row wins
-    earlier, earlier_entry = seen.find(keys)
-    earlier_hash = earlier_entry["value"]
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    first_of = first[inverse.reshape(-1)]  # position of the first row with this row's id in the wave
-    drop = earlier | (first_of != np.arange(len(keys)))
-    original = np.where(earlier, earlier_hash, row_hash[first_of])
-    for j in np.flatnonzero(drop & (original != row_hash)):
-        k = landed_pos[batch_of[j]][at[j]]
-        batch = batches[batch_of[j]]
-        verdicts[batch_of[j]][k] = (
-            f"duplicate id: manifest row {batch.row_numbers[k]} repeats id {name(j)!r} with different "
-            f"content; the first row was kept; fix: make ids unique")
-    fresh = ~drop
-    seen.add(keys[fresh], row_hash[fresh])
-    there, entry = existing.index.find(keys)
-    values, codes = entry["value"], entry["code"]
-    foreign = there & (codes != own_code) & fresh
-    for j in np.flatnonzero(foreign):
-        k = landed_pos[batch_of[j]][at[j]]
-        owner = existing.sources[codes[j]]
-        verdicts[batch_of[j]][k] = (
-            f"id owned by another source: {name(j)!r} already belongs to source {owner!r}, not "
-            f"{source.name!r}; fix: make ids unique across sources (e.g. prefix them), or remove it "
-            f"from {owner!r} first")
-    drop |= foreign
-    keep = ~drop
-    same = there & (values == row_hash)
-    kinds = {"new": keep & ~there, "changed": keep & there & ~same, "unchanged": keep & there & same,
-             "old_address": entry["addr"]}
-    return [({kind: mask[batch_of == i] for kind, mask in kinds.items()}, verdicts[i]) for i in range(len(batches))]
 
 
 class _ItemsWriter:
@@ -573,26 +596,15 @@ class _ItemsWriter:
                          for f in self.stamp}).cast(self.stamp)
 
 
-def _prune(store: Store, source: SourceConfig, seen: KeyMap) -> int:
-    """Delete this source's items that the manifest no longer lists, and their rows in every
-    table derived from items (embeddings, fused vectors, predictions, dedup groups, clusters)."""
-    gone: list[str] = []
-    ds = store.open(ITEMS).to_lance()
-    held: list[tuple[pa.Array, np.ndarray]] = []  # (ids, their hashes), checked ~2M at a time
-
-    def check():  # one lookup per PRUNE_CHECK_ROWS ids: each may read the whole spilled map
-        missing = ~seen.contains(np.concatenate([h for _, h in held]))
-        ids = pa.chunked_array([i for i, _ in held], pa.string())
-        if missing.any():
-            gone.extend(ids.filter(pa.array(missing)).to_pylist())
-        held.clear()
-
-    for batch in fragment_batches(ds, ["id"], filter=sql.equals("source", source.name), batch_size=SCAN_ROWS):
-        held.append((batch.column("id"), hash64(batch.column("id"))))
-        if sum(len(h) for _, h in held) >= PRUNE_CHECK_ROWS:
-            check()
-    if held:
-        check()
+def _prune(store: Store, addresses: np.ndarray, version: int | None) -> int:
+    """Delete this source's items that the manifest no longer lists (their row addresses at
+    ``version``, which the commit before left in place), and their rows in every table
+    derived from items (embeddings, fused vectors, predictions, dedup groups, clusters)."""
+    if version is None or len(addresses) == 0:
+        return 0
+    before = store.open(ITEMS, version)
+    gone = pa.concat_tables([take_rows(before, addresses[s:s + SCAN_ROWS].tolist(), ["id"])
+                             for s in range(0, len(addresses), SCAN_ROWS)]).column("id").to_pylist()
     if not gone:
         return 0
     store.delete_ids(ITEMS, gone)

@@ -1,6 +1,8 @@
-"""Ingest with its key maps spilled to disk and manifests decided in several waves
-(store/keymap.py, flows/stages/ingest.py): the same items, rejects and counts as the
-in-memory run, including ids repeated across waves, foreign ids, changes and prune."""
+"""Ingest with its keys in hash partitions spilled to disk (flows/stages/ingest_plan.py,
+flows/stages/ingest.py): the same items, rejects and counts as the in-memory run, including
+ids repeated across manifest batches, foreign ids, changes and prune."""
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -9,7 +11,7 @@ from flows import manifests
 from flows.config import SourceConfig
 from flows.stages import ingest as ingest_stage
 from flows.stages.ingest import ingest
-from store import keymap, partitions
+from store import partitions
 from store.db import Store
 
 
@@ -28,12 +30,10 @@ def _run(store, tmp_path, spilled, monkeypatch):
     with monkeypatch.context() as m:
         if spilled:
             m.setattr(partitions, "SPILL_ROWS", 30)
-            m.setattr(keymap, "MEMORY_ROWS", 30)
             m.setattr(partitions, "PARTITION_ROWS", 8)
             m.setattr(manifests, "BATCH_ROWS", 20)
-            m.setattr(ingest_stage._Wave, "rows", 25)
         rows = [{"id": f"i{k:03d}", "text": f"text number {k}"} for k in range(120)]
-        rows.insert(100, {"id": "i003", "text": "another text for i003"})  # a repeat in a later wave
+        rows.insert(100, {"id": "i003", "text": "another text for i003"})  # a repeat in a later batch
         rows.insert(110, {"id": "i004", "text": "text number 4"})  # a repeat with the same content
         a = SourceConfig(name="a", manifest="x", image=None, prune=True)
         first = ingest(store, a, _manifest(tmp_path / f"a{spilled}.parquet", rows))
@@ -60,7 +60,7 @@ def test_a_spilled_ingest_decides_like_the_in_memory_one(tmp_path, monkeypatch):
     assert "already belongs to source 'a'" in reasons  # b's verdict on i007 outlives a's re-ingest of i007
 
 
-def test_spilled_key_maps_are_removed_after_the_run(tmp_path, monkeypatch):
+def test_the_staging_and_spilled_keys_are_removed_after_the_run_even_a_failed_one(tmp_path, monkeypatch):
     made = []
     real = partitions.spill_directory
 
@@ -70,13 +70,16 @@ def test_spilled_key_maps_are_removed_after_the_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(partitions, "spill_directory", spy)
     monkeypatch.setattr(partitions, "SPILL_ROWS", 30)
-    monkeypatch.setattr(keymap, "MEMORY_ROWS", 30)
     monkeypatch.setattr(partitions, "PARTITION_ROWS", 8)
     store = Store(str(tmp_path / "s"))
     rows = [{"id": f"i{k:03d}", "text": f"t {k}"} for k in range(100)]
     ingest(store, SourceConfig(name="a", manifest="x", image=None), _manifest(tmp_path / "m.parquet", rows))
     ingest(store, SourceConfig(name="a", manifest="x", image=None), _manifest(tmp_path / "m.parquet", rows))
-    assert len(made) >= 2
+    rows[7]["text"] = "edited"
+    monkeypatch.setattr(ingest_stage._ItemsWriter, "finish", lambda self: 1 / 0)  # fails after staging
+    with pytest.raises(ZeroDivisionError):
+        ingest(store, SourceConfig(name="a", manifest="x", image=None), _manifest(tmp_path / "m2.parquet", rows))
+    assert len(made) >= 3 and any(Path(d.name).name.startswith("plait-ingest-") for d in made)
     import os
 
     assert not any(os.path.exists(d.name) for d in made)
@@ -86,12 +89,9 @@ def test_the_keys_held_by_a_spilled_ingest_do_not_grow_with_the_catalogue(tmp_pa
     import tracemalloc
 
     monkeypatch.setattr(partitions, "SPILL_ROWS", 1_000)
-    monkeypatch.setattr(keymap, "MEMORY_ROWS", 1_000)
     monkeypatch.setattr(partitions, "PARTITION_ROWS", 500)
     monkeypatch.setattr(manifests, "BATCH_ROWS", 500)
-    monkeypatch.setattr(ingest_stage._Wave, "rows", 1_000)
     monkeypatch.setattr(ingest_stage, "SCAN_ROWS", 500)
-    monkeypatch.setattr(ingest_stage, "PRUNE_CHECK_ROWS", 1_000)
     peaks = {}
     for n in (4_000, 32_000):
         store = Store(str(tmp_path / f"s{n}"))
@@ -101,11 +101,11 @@ def test_the_keys_held_by_a_spilled_ingest_do_not_grow_with_the_catalogue(tmp_pa
         source = SourceConfig(name="s", manifest="x", image=None, prune=True)
         ingest(store, source, manifest)
         tracemalloc.start()
-        again = ingest(store, source, manifest)  # every id looked up in the existing and seen maps
+        again = ingest(store, source, manifest)  # every id decided against the items' keys
         peaks[n] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert (again.written, again.unchanged, again.pruned) == (0, n, 0)
-    whole_keys = 32_000 * 2 * 20  # the existing and seen maps' entries at once
+    whole_keys = 32_000 * (24 + 28)  # the manifest's and the items' keys at once
     assert peaks[32_000] < 2 * peaks[4_000], peaks  # 8x the rows, not 8x the memory
     assert peaks[32_000] < whole_keys, peaks
 
@@ -114,8 +114,6 @@ def test_a_parquet_manifest_is_read_in_flat_arrow_memory(tmp_path, monkeypatch):
     """pyarrow's Parquet reader with pre_buffer (its default) kept the column chunks it had
     read: +200 MB of Arrow memory over a 10^7-row manifest. The Arrow pool is not seen by
     tracemalloc, so this watches the pool itself."""
-    from pathlib import Path
-
     monkeypatch.setattr(manifests, "BATCH_ROWS", 2_000)
     peaks = {}
     for n in (50_000, 400_000):
@@ -136,7 +134,6 @@ def test_a_re_ingest_that_changes_every_row_holds_one_buffer_not_the_changes(tmp
     """Changed rows stream to uncommitted fragments like new ones (Lance's merge on id needed
     them all in memory at the end): the Arrow memory held while landing does not grow 8x."""
     monkeypatch.setattr(manifests, "BATCH_ROWS", 500)
-    monkeypatch.setattr(ingest_stage._Wave, "rows", 1_000)
     monkeypatch.setattr(ingest_stage._ItemsWriter, "fragment_rows", 1_000)
     real_land, held = ingest_stage._land, []
 
