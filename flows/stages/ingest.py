@@ -298,9 +298,6 @@ class _Existing:
         self.version: int | None = None
         if store.exists(ITEMS):
             ds = store.open(ITEMS).to_lance()
-            if getattr(ds, "has_stable_row_ids", False):  # addresses would not be row ids (take, prune)
-                raise SchemaMismatch("the items table uses stable row ids, which plait's ingest does not support",
-                                     fix="rewrite it without them (plait creates its tables without them)")
             self.version = ds.version
             for batch in fragment_batches(ds, ["id", "row_sha256", "source"], batch_size=SCAN_ROWS,
                                           with_row_address=True):
@@ -412,6 +409,9 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, pru
     with hold(store, "items", "ingest"):
         if store.exists(ITEMS):
             _check_label_types(store.open(ITEMS).schema, schema)
+            if getattr(store.open(ITEMS).to_lance(), "has_stable_row_ids", False):  # addresses are row ids here
+                raise SchemaMismatch("the items table uses stable row ids, which plait's ingest does not support",
+                                     fix="rewrite it without them (plait creates its tables without them)")
         store.ensure(ITEMS, schema)  # adds new label columns in place: nothing is re-embedded
         stored = store.open(ITEMS)  # its schema may have labels this source does not declare
         spill = partitions.spill_directory("ingest")  # staged rows, and keys past ~2M
@@ -454,12 +454,15 @@ def _ingest(store, source, manifest, prune, on_progress, base, roots, types, sch
             if on_progress:
                 on_progress(mb.table.num_rows)
     decisions = ingest_plan.decide(staging.keys, existing.keys, own_code, staging.landed, staging.directory)
+    staging.keys = existing.keys = None  # decided: in memory (small runs) they would stay to the end
     writer = _ItemsWriter(store, schema, existing.version, stored)
     for b in staging.replay():
         keep, verdicts = _verdicts(b, decisions.take(b.rows.num_rows), existing, source)
         _land(b, keep, verdicts, source, previously_bad, writer, tally)
     written = writer.finish()
-    pruned = _prune(store, decisions.gone, existing.version) if prune else 0
+    # a manifest of which no row landed (empty, or every row bad) prunes nothing: it would
+    # remove the whole source, which is what a broken export looks like, not an intent
+    pruned = _prune(store, decisions.gone, existing.version) if prune and staging.landed else 0
     rejects.record(store, tally.bad)
     bad_ids = {b.id for b in tally.bad}
     rejects.clear(store, STAGE, [i for i in tally.clean_ids if i not in bad_ids])

@@ -35,7 +35,10 @@ class Decisions:
     def take(self, n: int) -> np.ndarray:
         """The next ``n`` decisions (the landed rows of the next staged batch)."""
         while len(self._held) < n:
-            self._held = np.concatenate([self._held, next(self._buckets)])
+            more = next(self._buckets, None)
+            if more is None:
+                raise RuntimeError(f"ingest planned fewer rows than it staged ({len(self._held)} left, {n} wanted)")
+            self._held = np.concatenate([self._held, more])
         out, self._held = self._held[:n], self._held[n:]
         return out
 

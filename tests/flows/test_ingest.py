@@ -304,3 +304,39 @@ def test_a_changed_row_keeps_the_label_columns_its_source_does_not_declare(store
             for r in store.read(ITEMS, ["id", "text", "label_color", "label_topic"]).to_pylist()}
     assert rows == {"a": ("one edited", "red", "x"), "b": ("two", "blue", "y"), "c": ("three", "teal", "z"),
                     "d": ("four", "pink", None)}
+
+
+def test_prune_with_a_manifest_of_which_no_row_landed_removes_nothing(store, tmp_path):
+    """An empty export (or one where every row is bad) looks like "everything was removed";
+    pruning on it would wipe the source."""
+    source = SourceConfig(name="s", manifest="x", image=None, prune=True)
+    full, empty, bad = tmp_path / "full.csv", tmp_path / "empty.csv", tmp_path / "bad.csv"
+    full.write_text("id,text\na,one\nb,two\nc,three\n")
+    empty.write_text("id,text\n")
+    bad.write_text("id,text\n,no id\nd,\n")
+    ingest(store, source, full)
+    assert ingest(store, source, empty).pruned == 0 and ingest(store, source, bad).pruned == 0
+    assert sorted(store.read(ITEMS, ["id"]).column("id").to_pylist()) == ["a", "b", "c"]
+    partial = tmp_path / "partial.csv"
+    partial.write_text("id,text\na,one\n")
+    assert ingest(store, source, partial).pruned == 2  # one row landed: the rest are gone
+
+
+def test_ingest_refuses_an_items_table_with_stable_row_ids(store, tmp_path):
+    import lance
+
+    from store.errors import SchemaMismatch
+
+    first = tmp_path / "a.csv"
+    first.write_text("id,text\na,one\n")
+    ingest(store, SourceConfig(name="s", manifest="x", image=None), first)
+    import shutil
+
+    items = store.open(ITEMS).to_lance()
+    data, uri = items.to_table(), items.uri
+    shutil.rmtree(uri)  # stable row ids are chosen when a dataset is created
+    lance.write_dataset(data, uri, enable_stable_row_ids=True)
+    before = store.open(ITEMS).schema
+    with pytest.raises(SchemaMismatch, match="stable row ids"):
+        ingest(store, SourceConfig(name="s", manifest="x", image=None, labels=("color",)), first)
+    assert store.open(ITEMS).schema == before  # refused before adding the new label column

@@ -160,3 +160,29 @@ def test_a_re_ingest_that_changes_every_row_holds_one_buffer_not_the_changes(tmp
                       store.read("items", ["text"]).column("text")[0].as_py().startswith("edited"))
     assert peaks[32_000] < 2 * max(peaks[4_000], 1 << 20), peaks
     assert results == {n: (n, 0, n, True) for n in peaks}
+
+
+def test_a_spilled_ingest_with_a_batch_that_lands_nothing_decides_like_the_in_memory_one(tmp_path, monkeypatch):
+    """A JSONL manifest read 20 rows a batch whose second batch has no usable row: the decisions
+    of the later batches must still line up with their rows."""
+    import json
+
+    lines = [{"id": f"i{k:03d}", "text": f"text {k}"} for k in range(20)]
+    lines += [{"id": None, "text": f"no id {k}"} for k in range(20)]
+    lines += [{"id": f"i{k:03d}", "text": f"text {k}" if k % 2 else f"other {k}"} for k in range(15, 45)]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    results = []
+    for spilled in (True, False):
+        with monkeypatch.context() as m:
+            m.setattr(manifests, "BATCH_ROWS", 20)
+            if spilled:
+                m.setattr(partitions, "SPILL_ROWS", 30)
+                m.setattr(partitions, "PARTITION_ROWS", 8)
+            store = Store(str(tmp_path / f"s{spilled}"))
+            report = ingest(store, SourceConfig(name="s", manifest="x", image=None), path)
+            results.append(((report.written, report.rejected), _state(store)))
+    assert results[0] == results[1]
+    (written, rejected), (items, bad) = results[0]
+    assert (written, rejected) == (45, 20 + 2)  # 20 without an id; i16, i18 repeat with other text
+    assert {r["id"]: r["text"] for r in items}["i016"] == "text 16"  # the first row won
