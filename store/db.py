@@ -77,6 +77,15 @@ def take_rows(tbl, row_ids, columns: list[str]) -> pa.Table:
         return tbl.take_row_ids(ids).select(columns).to_arrow()
 
 
+def ids_at(tbl, row_ids, key: str = "id", slice_rows: int = 65_536) -> pa.Array:
+    """The ``key`` of rows of ``tbl`` (at its checked-out version) by row id, in the order
+    asked, read ``slice_rows`` at a time (one call for millions of ids holds them all twice)."""
+    if len(row_ids) == 0:
+        return pa.array([], pa.string())
+    return pa.concat_tables([take_rows(tbl, list(row_ids[s:s + slice_rows]), [key])
+                             for s in range(0, len(row_ids), slice_rows)]).column(key).combine_chunks()
+
+
 def sha256_column(values) -> pa.Array:
     """sha256 hex of each str/bytes (None stays None) as an Arrow string array; the hex is
     made in one C call over all digests, not per row."""

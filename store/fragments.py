@@ -52,20 +52,20 @@ def commit(store: Store, table: str, fragments: list[str], overwrite_schema: pa.
 
     ds = store.open(table).to_lance()
     metas = [FragmentMetadata.from_json(f) for f in fragments]
+    base = ds
     if overwrite_schema is not None:
         op = lance.LanceOperation.Overwrite(overwrite_schema, metas)
     elif replaced is not None and len(replaced):
-        base = store.open(table, read_version).to_lance() if read_version is not None else ds
+        if read_version is not None:
+            base = store.open(table, read_version).to_lance()
         # deletion files are new files (the commit references them): safe to write again
         updated, removed = retry(lambda: _delete_rows(base, replaced), what=f"delete replaced rows of {table}")
         op = lance.LanceOperation.Update(removed_fragment_ids=removed, updated_fragments=updated, new_fragments=metas)
-        return lance.LanceDataset.commit(ds, op, read_version=base.version,
-                                         storage_options=store.storage_options or None).version
     elif metas:
         op = lance.LanceOperation.Append(metas)
     else:
         return ds.version
-    return lance.LanceDataset.commit(ds, op, read_version=ds.version,
+    return lance.LanceDataset.commit(ds, op, read_version=base.version,
                                      storage_options=store.storage_options or None).version
 
 

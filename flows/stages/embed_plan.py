@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from store import sql
-from store.db import Store, take_rows
+from store.db import Store, ids_at, take_rows
 from store.keys import KEY_RECORD, key_batches, locate, member
 from store import partitions
 from store.partitions import Partitions, SortedBuckets, spill_directory
@@ -123,7 +123,8 @@ def plan(store: Store, table: str, sha_col: str, stage: str) -> Plan:
         todo.add(out)
         if len(st):
             gone.append(st["rowid"][~member(st["id"], it["id"])])
-    stale = _ids_of(stored_tbl, np.concatenate(gone) if gone else np.zeros(0, np.uint64))
+    stale = ids_at(stored_tbl, (np.concatenate(gone) if gone else np.zeros(0, np.uint64)).tolist(),
+                   slice_rows=STALE_ID_ROWS)
     return Plan(todo=Todo(todo, spill), stale=stale, already=already, skipped=skipped,
                 items_version=items_ds.version,
                 sha_column=sha_col, partitions=items.count)
@@ -136,14 +137,6 @@ def _same_content(keys: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.n
     same = np.zeros(len(at), bool)
     same[found] = (keys["sha"][found] == other["sha"][at[found]]).all(axis=1)
     return at, same
-
-
-def _ids_of(tbl, rowids: np.ndarray) -> pa.Array:
-    """The ids of rows of ``tbl`` by row id, read a slice at a time."""
-    if len(rowids) == 0:
-        return pa.array([], pa.string())
-    return pa.concat_tables([take_rows(tbl, rowids[s:s + STALE_ID_ROWS].tolist(), ["id"])
-                             for s in range(0, len(rowids), STALE_ID_ROWS)]).column("id").combine_chunks()
 
 
 def fetch(store: Store, plan: Plan, rows: pa.Table, columns: list[str]) -> pa.Table:

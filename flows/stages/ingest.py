@@ -36,7 +36,7 @@ from flows.images import image_ref
 from flows.manifests import ManifestError, iter_manifest
 from flows.stages import ingest_plan
 from store import partitions, rejects
-from store.db import Store, constant, fragment_batches, now_array, sha256_column, take_rows
+from store.db import Store, constant, fragment_batches, ids_at, now_array, sha256_column, take_rows
 from store.errors import SchemaMismatch
 from store.keys import hash64, hex64
 from store.lease import hold
@@ -287,6 +287,11 @@ class _ImagePool:
 
 
 # --- the stage -------------------------------------------------------------------------------
+def _row_keys(rows) -> tuple[np.ndarray, np.ndarray]:
+    """(id hash, row hash) of item rows: what the sort-merge compares, on both sides."""
+    return hash64(rows.column("id")), hash64(rows.column("row_sha256"))
+
+
 class _Existing:
     """What ``items`` holds now (at ``version``), as 64-bit keys in hash partitions: id →
     (row hash, source code, row address). The address is where a changed row's old version
@@ -305,7 +310,7 @@ class _Existing:
                 names = enc.dictionary.to_pylist()
                 remap = np.array([self._code(s) for s in names], np.int32)
                 rec = np.empty(batch.num_rows, ingest_plan.ITEM_KEY)
-                rec["key"], rec["hash"] = hash64(batch.column("id")), hash64(batch.column("row_sha256"))
+                rec["key"], rec["hash"] = _row_keys(batch)
                 rec["code"] = remap[enc.indices.to_numpy(zero_copy_only=False)] if len(names) else 0
                 rec["addr"] = batch.column("_rowaddr").to_numpy()
                 keys.add(rec)
@@ -345,7 +350,7 @@ class _Staging:
         n = b.rows.num_rows
         if n:
             rec = np.empty(n, ingest_plan.MANIFEST_KEY)
-            rec["key"], rec["hash"] = hash64(b.rows.column("id")), hash64(b.rows.column("row_sha256"))
+            rec["key"], rec["hash"] = _row_keys(b.rows)
             rec["seq"] = self.landed + np.arange(n, dtype=np.uint64)
             self.keys.add(rec)
             self.landed += n
@@ -408,23 +413,21 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, pru
     schema = items_schema([pa.field(n, _LABEL_ARROW[k]) for n, k in types.items()])
     with hold(store, "items", "ingest"):
         if store.exists(ITEMS):
-            _check_label_types(store.open(ITEMS).schema, schema)
-            if getattr(store.open(ITEMS).to_lance(), "has_stable_row_ids", False):  # addresses are row ids here
+            have = store.open(ITEMS)
+            _check_label_types(have.schema, schema)
+            if getattr(have.to_lance(), "has_stable_row_ids", False):  # addresses are row ids here
                 raise SchemaMismatch("the items table uses stable row ids, which plait's ingest does not support",
                                      fix="rewrite it without them (plait creates its tables without them)")
         store.ensure(ITEMS, schema)  # adds new label columns in place: nothing is re-embedded
         stored = store.open(ITEMS)  # its schema may have labels this source does not declare
-        spill = partitions.spill_directory("ingest")  # staged rows, and keys past ~2M
-        try:
-            directory = Path(spill.name)
+        with partitions.spill_directory("ingest") as spill:  # staged rows, and keys past ~2M
+            directory = Path(spill)
             bits = _bits_for(stored.count_rows(), manifest)
             existing = _Existing(store, Partitions(ingest_plan.ITEM_KEY, "key", bits, directory if bits else None,
                                                    "items"))
             staging = _Staging(directory, bits)
             return _ingest(store, source, manifest, prune, on_progress, base, roots, types, schema, existing,
                            staging, stored.schema)
-        finally:
-            spill.cleanup()
 
 
 def _ingest(store, source, manifest, prune, on_progress, base, roots, types, schema, existing: _Existing,
@@ -559,8 +562,8 @@ class _ItemsWriter:
         self.replaced.append(old_addresses)
         if self.kept:  # without stable row ids a row's id is its address
             if self._before is None:
-                self._before = self.store.open(ITEMS, self.read_version).to_lance()
-            old = self._before._take_rows(old_addresses.tolist(), columns=self.kept)
+                self._before = self.store.open(ITEMS, self.read_version)
+            old = take_rows(self._before, old_addresses.tolist(), self.kept)
             for name in self.kept:
                 rows = rows.append_column(name, old.column(name))
         self.add_new(rows)
@@ -586,17 +589,14 @@ class _ItemsWriter:
         while parts:
             part = parts.pop(0)
             self.written += part.num_rows
-            yield self._stamped([part])
+            yield self._stamped(part)
 
-    def _stamped(self, parts: list[pa.Table]) -> pa.Table:
-        data = pa.concat_tables([self._conformed(p) for p in parts])
-        return data.append_column("ingested_at", now_array(data.num_rows))
-
-    def _conformed(self, part: pa.Table) -> pa.Table:
-        """``part`` in the table's columns; a label column it lacks is null (a new row)."""
+    def _stamped(self, part: pa.Table) -> pa.Table:
+        """``part`` in the table's columns (a label column it lacks is null: a new row), stamped."""
         have = set(part.column_names)
-        return pa.table({f.name: part.column(f.name) if f.name in have else pa.nulls(part.num_rows, f.type)
+        data = pa.table({f.name: part.column(f.name) if f.name in have else pa.nulls(part.num_rows, f.type)
                          for f in self.stamp}).cast(self.stamp)
+        return data.append_column("ingested_at", now_array(data.num_rows))
 
 
 def _prune(store: Store, addresses: np.ndarray, version: int | None) -> int:
@@ -605,9 +605,7 @@ def _prune(store: Store, addresses: np.ndarray, version: int | None) -> int:
     derived from items (embeddings, fused vectors, predictions, dedup groups, clusters)."""
     if version is None or len(addresses) == 0:
         return 0
-    before = store.open(ITEMS, version)
-    gone = pa.concat_tables([take_rows(before, addresses[s:s + SCAN_ROWS].tolist(), ["id"])
-                             for s in range(0, len(addresses), SCAN_ROWS)]).column("id").to_pylist()
+    gone = ids_at(store.open(ITEMS, version), addresses.tolist(), slice_rows=SCAN_ROWS).to_pylist()
     if not gone:
         return 0
     store.delete_ids(ITEMS, gone)
