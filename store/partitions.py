@@ -10,7 +10,6 @@ pays nothing).
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -115,11 +114,3 @@ class SortedBuckets(_Spilled):
         for b in np.flatnonzero(self.sizes):
             got = self.part(b)
             yield got[np.argsort(got[self.key], kind="stable")]
-
-
-def spill_directory(prefix: str) -> tempfile.TemporaryDirectory:
-    """A private temporary directory for spilled partitions, removed when the returned object
-    is cleaned up or collected (a killed process leaves ``plait-*`` there, which the OS clears).
-    It is under ``$TMPDIR`` (default /tmp): where /tmp is a RAM disk, point TMPDIR at a real
-    disk, or the spilled keys sit in memory after all."""
-    return tempfile.TemporaryDirectory(prefix=f"plait-{prefix}-")

@@ -22,7 +22,8 @@ from store import sql
 from store.db import Store, ids_at, take_rows
 from store.keys import KEY_RECORD, key_batches, locate, member
 from store import partitions
-from store.partitions import Partitions, SortedBuckets, spill_directory
+from store.partitions import Partitions, SortedBuckets
+from store.spill_dirs import spill_directory
 from store.schema import ITEMS, REJECTS
 
 TODO_RECORD = np.dtype([("rowid", "<u8"), ("idh", "<u8"), ("is_change", "?")])

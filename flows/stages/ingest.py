@@ -35,7 +35,7 @@ from flows.config import SourceConfig
 from flows.images import image_ref
 from flows.manifests import ManifestError, iter_manifest
 from flows.stages import ingest_plan
-from store import partitions, rejects
+from store import partitions, rejects, spill_dirs
 from store.db import Store, constant, fragment_batches, ids_at, now_array, sha256_column, take_rows
 from store.errors import SchemaMismatch
 from store.keys import hash64, hex64
@@ -420,7 +420,7 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, pru
                                      fix="rewrite it without them (plait creates its tables without them)")
         store.ensure(ITEMS, schema)  # adds new label columns in place: nothing is re-embedded
         stored = store.open(ITEMS)  # its schema may have labels this source does not declare
-        with partitions.spill_directory("ingest") as spill:  # staged rows, and keys past ~2M
+        with spill_dirs.spill_directory("ingest") as spill:  # staged rows, and keys past ~2M
             directory = Path(spill)
             bits = _bits_for(stored.count_rows(), manifest)
             existing = _Existing(store, Partitions(ingest_plan.ITEM_KEY, "key", bits, directory if bits else None,

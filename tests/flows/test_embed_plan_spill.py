@@ -14,7 +14,7 @@ from flows.config import SourceConfig
 from flows.stages import embed_plan
 from flows.stages.embed import embed, stage_name
 from flows.stages.ingest import ingest
-from store import partitions
+from store import partitions, spill_dirs
 
 SOURCE = SourceConfig(name="synth", manifest="x", labels=("color", "topic", "combo"), prune=True)
 
@@ -115,9 +115,8 @@ def test_the_keys_held_by_a_spilled_plan_do_not_grow_with_the_catalogue(tmp_path
 
 def test_a_failed_run_removes_its_spilled_plan(store, dataset, tiny_partitions):
     made = []
-    real = partitions.spill_directory
-    tiny_partitions.setattr(partitions, "spill_directory", lambda prefix: made.append(real(prefix)) or made[-1])
-    tiny_partitions.setattr(embed_plan, "spill_directory", partitions.spill_directory)
+    real = spill_dirs.spill_directory
+    tiny_partitions.setattr(embed_plan, "spill_directory", lambda prefix: made.append(real(prefix)) or made[-1])
 
     class Broken(CountingTextEncoder):
         def encode_text(self, texts):

@@ -11,7 +11,7 @@ from flows import manifests
 from flows.config import SourceConfig
 from flows.stages import ingest as ingest_stage
 from flows.stages.ingest import ingest
-from store import partitions
+from store import partitions, spill_dirs
 from store.db import Store
 
 
@@ -62,13 +62,13 @@ def test_a_spilled_ingest_decides_like_the_in_memory_one(tmp_path, monkeypatch):
 
 def test_the_staging_and_spilled_keys_are_removed_after_the_run_even_a_failed_one(tmp_path, monkeypatch):
     made = []
-    real = partitions.spill_directory
+    real = spill_dirs.spill_directory
 
     def spy(prefix):
         made.append(real(prefix))
         return made[-1]
 
-    monkeypatch.setattr(partitions, "spill_directory", spy)
+    monkeypatch.setattr(spill_dirs, "spill_directory", spy)
     monkeypatch.setattr(partitions, "SPILL_ROWS", 30)
     monkeypatch.setattr(partitions, "PARTITION_ROWS", 8)
     store = Store(str(tmp_path / "s"))
