@@ -55,7 +55,7 @@ def _make_one(args) -> int:
     global _NOISE
     from PIL import Image
 
-    path, seed, w, h = args
+    path, seed, w, h, progressive = args
     if not os.path.exists(path):
         rng = np.random.default_rng(seed)
         if _NOISE is None:
@@ -63,13 +63,17 @@ def _make_one(args) -> int:
         base = np.asarray(Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC),
                           np.float32)
         y, x = rng.integers(0, 700 - h), rng.integers(0, 700 - w)
-        Image.fromarray(np.clip(base + _NOISE[y:y + h, x:x + w], 0, 255).astype(np.uint8)).save(path, "JPEG", quality=90)
+        Image.fromarray(np.clip(base + _NOISE[y:y + h, x:x + w], 0, 255).astype(np.uint8)).save(path, "JPEG", quality=90,
+                                                                                           progressive=progressive)
     return os.path.getsize(path)
 
 
-def make_jpegs(folder: Path, n: int, procs: int) -> tuple[list[str], float]:
+def make_jpegs(folder: Path, n: int, procs: int, progressive_every: int = 0) -> tuple[list[str], float]:
+    """``n`` JPEGs in ``folder``; every ``progressive_every``-th one progressive (0: none), as web
+    photos often are (keep such a set in its own folder: files are reused by name)."""
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(folder / f"{k:06d}.jpg"), k, *SIZES[k % len(SIZES)]) for k in range(n)]
+    jobs = [(str(folder / f"{k:06d}.jpg"), k, *SIZES[k % len(SIZES)], bool(progressive_every and k % progressive_every == 0))
+            for k in range(n)]
     with Pool(procs) as pool:
         sizes = pool.map(_make_one, jobs, chunksize=64)
     return [j[0] for j in jobs], float(np.mean(sizes))

@@ -16,7 +16,7 @@ than 99.9 % of pixels, never more than one grey level off.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 
@@ -36,8 +36,17 @@ def is_jpeg(data: bytes | torch.Tensor) -> bool:
     return head == b"\xff\xd8\xff"
 
 
-def jpeg_info(data: bytes) -> tuple[int, int] | None:
-    """``(height, width)`` of a JPEG the device path decodes exactly as PIL would, else None.
+class JpegHeader(NamedTuple):
+    """What the worker reads of a JPEG's header: its size, and whether it is baseline (SOF0),
+    the only kind nvJPEG's hardware engine decodes in a batch."""
+
+    height: int
+    width: int
+    baseline: bool
+
+
+def jpeg_info(data: bytes) -> JpegHeader | None:
+    """The header of a JPEG the device path decodes exactly as PIL would, else None.
 
     Accepted: Huffman baseline or progressive, 8 bits, greyscale or YCbCr, and complete (the
     file ends with the EOI marker). Everything else (CMYK, Adobe RGB transforms, arithmetic
@@ -73,7 +82,7 @@ def jpeg_info(data: bytes) -> tuple[int, int] | None:
             components = data[i + 9]
             if precision != 8 or components not in (1, 3) or height == 0 or width == 0:
                 return None
-            return height, width
+            return JpegHeader(height, width, marker == 0xC0)
         if marker in (0xDA, 0xD9):  # scan or end before any frame header
             return None
         i += 2 + length
@@ -117,6 +126,12 @@ class JpegBatchDecoder:
     batch does. Images the device cannot decode are handed back by index, never raised:
     the caller decodes them with PIL, which decides whether they are rejects.
 
+    :attr:`batches_progressive` declares what the device takes: on CUDA only baseline JPEGs.
+    torchvision hands nvJPEG's hardware engine the baseline ones as one batch, but decodes every
+    other JPEG (progressive, extended) one at a time, its Huffman pass on the host in the
+    calling thread, under a process-wide lock and with a stream sync per image
+    (``decode_jpegs_cuda.cpp``): the worker processes decode those in parallel with PIL instead.
+
     nvJPEG's hardware engine has been seen to write its outputs before work already queued on
     the caller's stream has run (pytorch/vision #9606, meta-pytorch/torchcodec #1634), and the
     caching allocator may hand it memory that queued kernels still read. So on CUDA the
@@ -133,14 +148,27 @@ class JpegBatchDecoder:
         self.max_pixels = max_pixels
         self.max_images = 1 << 30
         self.halvings = 0
+        self.batches_progressive = self.takes_progressive(self.device)
+
+    @staticmethod
+    def takes_progressive(device: str | torch.device) -> bool:
+        """Whether non-baseline JPEGs should come to this decoder on ``device`` (see the class doc)."""
+        return torch.device(device).type != "cuda"
 
     def __call__(self, datas: Sequence[torch.Tensor], dims: Sequence[tuple[int, int]], out: torch.Tensor,
                  rows: Sequence[int]) -> list[int]:
         """Decode ``datas[i]`` (1-D uint8 CPU tensors, pinned for speed) into ``out[rows[i]]``;
-        returns the ``i`` that could not be decoded here. ``dims[i]`` is the header's (height,
-        width): it orders the images by shape and bounds the pixels decoded at once."""
-        order = sorted(range(len(datas)), key=lambda i: dims[i])  # equal shapes side by side
+        returns the ``i`` that could not be decoded here. ``dims[i]`` starts with the header's
+        (height, width): it orders the images by shape and bounds the pixels decoded at once."""
+        return self.decode_into(datas, dims, out, rows)[0]
+
+    def decode_into(self, datas: Sequence[torch.Tensor], dims: Sequence[tuple[int, int]], out: torch.Tensor,
+                    rows: Sequence[int]) -> tuple[list[int], int]:
+        """As calling the decoder, and also how many out-of-memory halvings this call made (the
+        counter :attr:`halvings` is shared by the threads that decode with this object)."""
+        order = sorted(range(len(datas)), key=lambda i: tuple(dims[i][:2]))  # equal shapes side by side
         failed: list[int] = []
+        halvings = 0
         start = 0
         while start < len(order):
             chunk, pixels = [], 0
@@ -162,6 +190,7 @@ class JpegBatchDecoder:
                     self.max_images = max(1, len(chunk) // 2)
                     self.max_pixels = max(1, pixels // 2) if pixels else self.max_pixels
                     self.halvings += 1
+                    halvings += 1
                     log.warning("out of memory decoding JPEGs: %d images at once now", self.max_images)
                 continue
             except RuntimeError:  # one bad image fails the whole call: find it, keep the rest
@@ -174,7 +203,7 @@ class JpegBatchDecoder:
                         images.append(None)
             self._resize_into([(i, img) for i, img in zip(chunk, images) if img is not None], out, rows)
             start += len(chunk)
-        return failed
+        return failed, halvings
 
     def _decode(self, datas: list[torch.Tensor]) -> list[torch.Tensor]:
         from torchvision.io import ImageReadMode, decode_jpeg

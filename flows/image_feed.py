@@ -42,7 +42,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from flows.batching import OomSplitter, default_workers
-from store.prefetch import prefetch
+from store.prefetch import ordered_map, prefetch
 from flows.encoders.base import Encoder, PixelInput
 
 log = logging.getLogger("plait.embed")
@@ -68,7 +68,7 @@ class EncodedBatch:
 
 def encode_image_batches(enc: Encoder, sources: Sequence[str | bytes], shas: Sequence[str | None],
                          batch_size: int, workers: int | None = None, *,
-                         device_decode: bool | None = None) -> Iterator[EncodedBatch]:
+                         device_decode: bool | None = None, decode_lanes: int | None = None) -> Iterator[EncodedBatch]:
     """Encode ``sources`` (paths or image bytes; ``shas[i]`` the sha256 recorded at ingest, or
     None) in batches of ``batch_size``; every index lands in exactly one batch's ``positions``
     or ``errors``. Batches come in source order.
@@ -77,11 +77,15 @@ def encode_image_batches(enc: Encoder, sources: Sequence[str | bytes], shas: Seq
     ``device_decode``: None uses the device path when the encoder declares a pixel input on
     CUDA; True uses it wherever the encoder declares one (the tests run it on the CPU); False
     forces the PIL path.
+    ``decode_lanes``: batches decoded on the device path at once, each lane a thread with its
+    own stream (None: 2 on CUDA, 1 elsewhere). See :meth:`_DevicePath.decoded`.
     """
     if len(sources) != len(shas):
         raise ValueError(f"{len(sources)} sources but {len(shas)} hashes")
     if not len(sources):
         return
+    from flows.gpu_decode import JpegBatchDecoder  # torch: imported only where images are encoded
+
     enc.load()
     spec = None if device_decode is False else enc.pixel_input()
     if spec is not None and device_decode is None and not spec.device.startswith("cuda"):
@@ -89,13 +93,14 @@ def encode_image_batches(enc: Encoder, sources: Sequence[str | bytes], shas: Seq
     n_workers = default_workers(len(sources)) if workers is None else workers
     dataset = _ReadDataset(sources, shas, enc.image_preprocessor(), enc.image_size,
                            np.dtype(spec.dtype) if spec is not None and spec.dtype != "bfloat16" else None,
-                           device_path=spec is not None)
+                           device_path=spec is not None,
+                           device_progressive=spec is not None and JpegBatchDecoder.takes_progressive(spec.device))
     raw = _loader(dataset, batch_size, n_workers)
     if spec is None:
         yield from prefetch(_encode_on_host(enc, raw, batch_size), depth=2, name="plait-encode")
         return
     path = _DevicePath(enc, spec, dataset)
-    decoded = prefetch(path.decoded(raw), depth=2, name="plait-decode")
+    decoded = prefetch(path.decoded(raw, decode_lanes), depth=2, name="plait-decode")
     yield from prefetch(path.encoded(decoded, batch_size), depth=2, name="plait-encode")
 
 
@@ -121,11 +126,14 @@ class _RawBatch:
 
 class _ReadDataset:
     """Index → ("jpeg", bytes, (h, w)) | ("input", array, None) | ("error", DecodeError, None).
-    Picklable: runs in worker processes started by a fork server."""
+    Picklable: runs in worker processes started by a fork server. On the device path a JPEG is
+    handed over undecoded if the device decoder takes its kind (``device_progressive``: the
+    non-baseline ones too); otherwise the worker decodes it with PIL."""
 
-    def __init__(self, sources, shas, prepare: Callable, size: int, input_dtype, device_path: bool):
+    def __init__(self, sources, shas, prepare: Callable, size: int, input_dtype, device_path: bool,
+                 device_progressive: bool = True):
         self.sources, self.shas, self.prepare, self.size = sources, shas, prepare, size
-        self.input_dtype, self.device_path = input_dtype, device_path
+        self.input_dtype, self.device_path, self.device_progressive = input_dtype, device_path, device_progressive
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -137,9 +145,9 @@ class _ReadDataset:
         try:
             data = read_checked(self.sources[k], self.shas[k])
             if self.device_path:
-                dims = jpeg_info(data)
-                if dims is not None:
-                    return k, "jpeg", data, dims
+                header = jpeg_info(data)
+                if header is not None and (header.baseline or self.device_progressive):
+                    return k, "jpeg", data, (header.height, header.width)
             return k, "input", self.decode_on_host(data), None
         except DecodeError as e:
             return k, "error", e, None
@@ -262,22 +270,35 @@ class _DevicePath:
         self.dtype = getattr(torch, spec.dtype)
         self.dataset = dataset  # its PIL decode is the fallback for JPEGs the device rejects
         self.decoder = JpegBatchDecoder(spec.size, self.device, spec.mean, spec.std, self.dtype, spec.interpolation)
+        self._lane = threading.local()  # each decode lane's CUDA stream
 
     def _host(self, t):
         """Pinned when the device is CUDA (asynchronous copies), as is otherwise."""
         return t.pin_memory() if self.cuda and not t.is_pinned() else t
 
-    def decoded(self, raw) -> Iterator[_OnDevice]:
+    def decoded(self, raw, lanes: int | None = None) -> Iterator[_OnDevice]:
+        """Worker batches → pixels on the device, in order, ``lanes`` batches at once.
+
+        Why lanes: torchvision's nvJPEG call blocks its thread until the hardware engine has
+        decoded the whole batch, so with one lane the engine idles while that thread receives,
+        pins and resizes. With two, one lane's decode runs while the other does that host work
+        (the decode calls themselves still take turns: torchvision holds one lock). Each lane is
+        a thread with its own high-priority stream, so a lane's wait for its previous resize (see
+        :class:`JpegBatchDecoder`) never waits for the other lane or behind the encoder's kernels.
+        """
+        lanes = (2 if self.cuda else 1) if lanes is None else max(1, lanes)
+        yield from ordered_map(self._on_lane, raw, lanes, name="plait-decode-lane")
+
+    def _on_lane(self, b: _RawBatch) -> _OnDevice:
         import torch
 
         if not self.cuda:
-            for b in raw:
-                yield self.upload(b)
-            return
-        stream = torch.cuda.Stream(self.device)
+            return self.upload(b)
+        stream = getattr(self._lane, "stream", None)
+        if stream is None:
+            stream = self._lane.stream = torch.cuda.Stream(self.device, priority=-1)
         with torch.cuda.device(self.device), torch.cuda.stream(stream), torch.inference_mode():
-            for b in raw:
-                yield self.upload(b)
+            return self.upload(b)
 
     def upload(self, b: _RawBatch) -> _OnDevice:
         """One worker batch → normalised pixels on the device (runs on the decode stream)."""
@@ -285,7 +306,7 @@ class _DevicePath:
 
         from flows.images import DecodeError
 
-        halvings = self.decoder.halvings
+        halvings = 0
         n_jpeg, n_host = len(b.jpeg_positions), len(b.positions)
         size = self.spec.size
         pixels = torch.empty((n_jpeg + n_host, 3, size, size), dtype=self.dtype, device=self.device)
@@ -300,7 +321,7 @@ class _DevicePath:
         if n_jpeg:
             b.jpeg_bytes = self._host(b.jpeg_bytes)
             datas = b.jpegs()
-            failed = self.decoder(datas, b.jpeg_dims, pixels, list(range(n_jpeg)))
+            failed, halvings = self.decoder.decode_into(datas, b.jpeg_dims, pixels, list(range(n_jpeg)))
             for i in failed:  # the device could not: PIL decides whether it is an image
                 try:
                     x = self.dataset.decode_on_host(datas[i].numpy().tobytes())
@@ -316,7 +337,7 @@ class _DevicePath:
         if self.cuda:
             event = torch.cuda.Event()
             event.record()
-        return _OnDevice(positions, pixels, errors, event, self.decoder.halvings - halvings,
+        return _OnDevice(positions, pixels, errors, event, halvings,
                          len(positions) - cpu_decoded, cpu_decoded)
 
     def encoded(self, decoded, batch_size: int) -> Iterator[EncodedBatch]:

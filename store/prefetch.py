@@ -1,4 +1,5 @@
-"""Run an iterator on a background thread, a few items ahead of its consumer.
+"""Run an iterator on a background thread, a few items ahead of its consumer; map a blocking
+step over several threads in order.
 
 Used by the image feed (decode, encode and commit overlap) and by key scans (Lance decodes the
 next batch while the caller hashes this one). It lives in ``store`` so both layers share it.
@@ -7,9 +8,12 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterable, Iterator, TypeVar
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def prefetch(items: Iterable[T], depth: int = 2, name: str = "plait-prefetch") -> Iterator[T]:
@@ -66,3 +70,29 @@ def prefetch(items: Iterable[T], depth: int = 2, name: str = "plait-prefetch") -
 
 
 _ITEM, _DONE, _ERROR = object(), object(), object()
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], threads: int, name: str = "plait-map") -> Iterator[R]:
+    """``fn`` over ``items`` on ``threads`` threads, results in the order of ``items``.
+
+    Why: a step that blocks its thread on a device (nvJPEG waits for its engine) leaves the
+    host work around it (receive, pin, resize) unoverlapped; two threads take turns. At most
+    ``threads`` calls run at once, so memory holds that many items. An exception in ``fn`` is
+    raised here at that item's turn; when the consumer stops early, calls not yet started are
+    cancelled and running ones finish before this returns. One thread: a plain loop here.
+    """
+    if threads <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -5,8 +5,12 @@
 (a) workers only: read + hash check + JPEG header per image, batches collated and handed over;
 (b) (a) + upload and nvJPEG decode + resize/normalise on the device, no encoder;
 (c) nvJPEG decode + resize alone on bytes already in pinned host memory (the device's ceiling);
-(d) the whole feed (encode_image_batches), as embed() uses it.
-Writes feed_breakdown.json.
+(d) the whole feed (encode_image_batches), as embed() uses it: with one decode lane (d1, as
+    measured on 2026-11-28) and with the default (two lanes on CUDA, d2);
+(e) the whole feed on a set where every 4th JPEG is progressive: progressive ones decoded by
+    nvJPEG (e1: torchvision decodes them one by one, host Huffman pass under its lock) against
+    the default, the worker processes decoding them with PIL (e2).
+Writes feed_breakdown.json after each step.
 """
 from __future__ import annotations
 
@@ -29,11 +33,13 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--data", default="/tmp/plait-bench")
     ap.add_argument("--out", default=".")
+    ap.add_argument("--skip", default="", help="comma list of steps to skip: a,b,c,d,e")
     args = ap.parse_args()
     import torch
 
     from embed_gpu import make_jpegs, save_random_vit
     from flows.encoders import build_encoder
+    from flows.gpu_decode import JpegBatchDecoder
     from flows.image_feed import _DevicePath, _loader, _ReadDataset, encode_image_batches, start_worker_server
 
     folder = Path(args.data)
@@ -54,7 +60,12 @@ def main() -> None:
         if args.device == "cuda":
             torch.cuda.synchronize()
 
+    skip = set(filter(None, args.skip.split(",")))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+
     def timed(key, fn):
+        if key[0] in skip:
+            return
         sync()
         t0 = time.perf_counter()
         n = fn()
@@ -62,6 +73,7 @@ def main() -> None:
         s = time.perf_counter() - t0
         out[key] = {"images": n, "seconds": round(s, 3), "img_per_s": round(n / s, 1)}
         print(key, out[key], flush=True)
+        (Path(args.out) / "feed_breakdown.json").write_text(json.dumps(out, indent=2))
 
     dataset = _ReadDataset(paths, [None] * len(paths), enc.image_preprocessor(), enc.image_size, None, True)
     timed("a0_workers_only_first_pass", lambda: sum(len(b.jpeg_positions) + len(b.positions)
@@ -78,10 +90,22 @@ def main() -> None:
         if len(raws) * args.batch >= 8192:
             break
     timed("c_device_decode_only", lambda: sum(len(path.upload(b).positions) for b in raws))
-    timed("d_whole_feed", lambda: sum(len(b.positions) for b in encode_image_batches(
-        enc, paths, [None] * len(paths), args.batch, args.workers)))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "feed_breakdown.json").write_text(json.dumps(out, indent=2))
+
+    def feed(sources, lanes=None):
+        return sum(len(b.positions) + len(b.errors) for b in encode_image_batches(
+            enc, sources, [None] * len(sources), args.batch, args.workers, decode_lanes=lanes))
+
+    timed("d1_whole_feed_one_lane", lambda: feed(paths, 1))
+    timed("d2_whole_feed_default_lanes", lambda: feed(paths))
+    if "e" not in skip:
+        mixed, _ = make_jpegs(folder / "jpegs-progressive-every-4", args.n, args.workers, progressive_every=4)
+        real = JpegBatchDecoder.takes_progressive
+        JpegBatchDecoder.takes_progressive = staticmethod(lambda device: True)
+        try:
+            timed("e1_mixed_progressive_on_device", lambda: feed(mixed))
+        finally:
+            JpegBatchDecoder.takes_progressive = real
+        timed("e2_mixed_progressive_by_workers", lambda: feed(mixed))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 # Why parts: lancedb (75 MB) + pylance (85 MB) wheels are 160 MB; a device call carries at most
 # 64 MiB. Unpacked and xz-compressed they are ~95 MB: two calls (README.md, "Carrying").
 # Needs: pip, xz, split, sha256sum. Takes a few minutes (xz -9 on ~410 MB).
+# CORE_ONLY=1: only .whl/core (seconds), enough for `run_gpu.sh breakdown`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -24,6 +25,13 @@ CORE=(open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 lance-namespace==0.13.0
       lance-namespace-urllib3-client==0.13.0 deprecation==2.1.0 overrides==7.7.0 pydantic==2.14.4
       pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing_extensions==4.16.0)
 BIG=(lancedb==0.40.0 pylance==14.0.2)
+if [ "${CORE_ONLY:-0}" = 1 ]; then
+    rm -rf .whl/core && mkdir -p .whl/core
+    "$PY" -m pip download -q --no-deps "${PLAT[@]}" -d .whl/core "${CORE[@]}" 2>&1 | grep -v "is ignored" || true
+    [ "$(ls .whl/core/*.whl | wc -l)" -eq "${#CORE[@]}" ] || { echo "pack_wheels: some core wheels are missing" >&2; exit 1; }
+    echo "pack_wheels: .whl/core ($(du -sh .whl/core | cut -f1))"
+    exit 0
+fi
 rm -rf .whl/core .whl/lance-1 .whl/lance-2 .whl/.stage
 mkdir -p .whl/core .whl/lance-1 .whl/lance-2 .whl/.stage/big .whl/.stage/site
 "$PY" -m pip download -q --no-deps "${PLAT[@]}" -d .whl/core "${CORE[@]}" 2>&1 | grep -v "is ignored" || true

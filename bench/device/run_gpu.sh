@@ -3,6 +3,7 @@
 #
 #   bash bench/device/run_gpu.sh stash   # call A: keeps .whl/lance-1 in /tmp for call B (seconds)
 #   bash bench/device/run_gpu.sh         # call B: install, GPU tests, benchmark (< 6 min on an H100)
+#   bash bench/device/run_gpu.sh breakdown   # alone: core wheels + feed_breakdown.py (no LanceDB)
 #
 # Call B: installs the carried wheels into /tmp/site (open_clip & co. from .whl/core; lancedb +
 # pylance from the two lance.tar.xz parts), checks the machine and fails fast with a clear
@@ -59,6 +60,17 @@ else
         >>"$OUT/run_gpu.log" 2>&1 || fail "pip could not install .whl/core (see run_gpu.log)"
 fi
 log "installed $(ls .whl/core/*.whl | wc -l) core wheels into $SITE"
+
+if [ "${1:-}" = breakdown ]; then  # where the feed's time goes, lanes and progressive JPEGs (README.md)
+    export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PLAIT_PROGRESS=0 HF_HUB_OFFLINE=1
+    ARGS=(bench/device/feed_breakdown.py --n "$N" --data "$DATA" --out "$OUT")
+    [ "$REHEARSAL" = 1 ] && ARGS+=(--device cpu --workers 1 --batch 16)
+    log "breakdown: ${ARGS[*]}"
+    timeout $(( 520 - ($(date +%s) - START) )) $PY "${ARGS[@]}" 2>&1 | tee "$OUT/breakdown.log" | grep -E "^[a-e][0-9_]" \
+        | tee -a "$OUT/run_gpu.log"
+    log "breakdown done in $(( $(date +%s) - START ))s (figures in $OUT/feed_breakdown.json)"
+    exit 0
+fi
 
 LANCE=0
 p0=$(ls .whl/lance-1/lance.tar.xz.part0 "$CARRY/lance.tar.xz.part0" 2>/dev/null | head -1)

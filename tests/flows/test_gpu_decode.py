@@ -61,9 +61,9 @@ def test_resized_size_truncates_long_side_like_torchvision():
 
 
 def test_jpeg_info_reads_size_of_baseline_progressive_and_grey_jpegs():
-    assert jpeg_info(_jpeg(_photo(50, 30, 0))) == (30, 50)
-    assert jpeg_info(_jpeg(_photo(50, 30, 0), progressive=True)) == (30, 50)
-    assert jpeg_info(_jpeg(_photo(50, 30, 0, "L"))) == (30, 50)
+    assert jpeg_info(_jpeg(_photo(50, 30, 0))) == (30, 50, True)
+    assert jpeg_info(_jpeg(_photo(50, 30, 0), progressive=True)) == (30, 50, False)  # not baseline
+    assert jpeg_info(_jpeg(_photo(50, 30, 0, "L"))) == (30, 50, True)
 
 
 def test_jpeg_info_refuses_what_the_device_should_not_decode():

@@ -285,7 +285,8 @@ def test_encode_image_batches_pins_host_tensors_and_decodes_on_cuda(photos, tmp_
     monkeypatch.setattr(_DevicePath, "upload", upload)
     enc = CudaPixelMean()
     batches = list(encode_image_batches(enc, paths + [png], shas + [None], 4, 0))  # default: device path
-    assert sum(b.device_decoded for b in batches) == 7 and sum(b.cpu_decoded for b in batches) == 1
+    # the progressive JPEG (p6) and the PNG go to PIL: on CUDA the device takes baseline JPEGs only
+    assert sum(b.device_decoded for b in batches) == 6 and sum(b.cpu_decoded for b in batches) == 2
     assert pinned and all(j and i for j, i in pinned)
 
 
@@ -299,6 +300,51 @@ def test_encode_image_batches_nvjpeg_matches_pil_path_with_clip_fp16(clip_folder
     assert enc.pixel_input().device.startswith("cuda") and enc.pixel_input().dtype == "float16"
     batches, dev, errors = _run(enc, paths, shas)
     _, pil, _ = _run(enc, paths, shas, device_decode=False)
-    assert errors == {} and sum(b.device_decoded for b in batches) == 7
+    assert errors == {} and sum(b.device_decoded for b in batches) == 6  # the progressive one by PIL
     a, b = np.stack([pil[k] for k in range(7)]), np.stack([dev[k] for k in range(7)])
     assert (a * b).sum(1).min() > 0.995
+
+
+def test_encode_image_batches_in_two_decode_lanes_gives_the_same_batches_in_order(clip, photos):
+    paths, shas = photos
+    one = list(encode_image_batches(clip, paths, shas, 2, 0, device_decode=True, decode_lanes=1))
+    two = list(encode_image_batches(clip, paths, shas, 2, 0, device_decode=True, decode_lanes=2))
+    assert [b.positions for b in two] == [b.positions for b in one] == [[0, 1], [2, 3], [4, 5], [6]]
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a.vectors, b.vectors)
+
+
+def test_decode_lanes_run_batches_at_once(photos, monkeypatch):
+    """Two lanes: batch k+1's upload starts before batch k's has finished (with one lane, or
+    lanes that took turns, the barrier would time out)."""
+    paths, shas = photos
+    barrier = threading.Barrier(2, timeout=20)
+    real = _DevicePath.upload
+    calls = []
+
+    def upload(self, b):
+        calls.append(b.jpeg_positions[0])
+        if len(calls) <= 2:
+            barrier.wait()  # the first two batches meet here: both in flight at once
+        return real(self, b)
+
+    monkeypatch.setattr(_DevicePath, "upload", upload)
+    batches = list(encode_image_batches(PixelMean(), paths, shas, 2, 0, device_decode=True, decode_lanes=2))
+    assert [b.positions for b in batches] == [[0, 1], [2, 3], [4, 5], [6]]
+
+
+def test_progressive_jpegs_go_to_pil_where_the_device_takes_baseline_only(photos):
+    """On CUDA, torchvision decodes non-baseline JPEGs one by one with a host pass under a
+    lock: the workers decode them with PIL instead. The device declares it; the reader obeys."""
+    from flows.gpu_decode import JpegBatchDecoder
+    from flows.image_feed import _ReadDataset
+
+    paths, shas = photos
+    assert JpegBatchDecoder.takes_progressive("cpu") and not JpegBatchDecoder.takes_progressive("cuda")
+    kinds = {}
+    for progressive in (True, False):
+        reader = _ReadDataset(paths, shas, lambda img: np.zeros((3, 4, 4), np.float32), 64, None, device_path=True,
+                              device_progressive=progressive)
+        kinds[progressive] = [reader[k][1] for k in range(len(paths))]
+    assert kinds[True] == ["jpeg"] * 7
+    assert kinds[False] == ["jpeg"] * 6 + ["input"]  # p6 is the progressive one
