@@ -33,7 +33,7 @@ class SpillDirectory:
         sweep_orphans(root)
         self.name = tempfile.mkdtemp(prefix=f"{PREFIX}{prefix}-", dir=root)
         self._owner = _take_ownership(self.name)
-        self._finalizer = weakref.finalize(self, _remove, self.name, self._owner)
+        self._finalizer = weakref.finalize(self, _remove, self.name, self._owner, os.getpid())
 
     def cleanup(self) -> None:
         self._finalizer()
@@ -100,7 +100,9 @@ def _take_ownership(directory: str) -> int:
     return fd
 
 
-def _remove(directory: str, owner_fd: int) -> None:
+def _remove(directory: str, owner_fd: int, owner_pid: int) -> None:
+    if os.getpid() != owner_pid:  # a forked child exiting: the directory is its parent's
+        return
     try:
         shutil.rmtree(directory, ignore_errors=True)  # under the lock: a sweep cannot race it
     finally:

@@ -73,3 +73,17 @@ def test_the_default_root_is_tmpdir(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with spill_directory("ingest") as made:
         assert Path(made).parent == tmp_path and Path(made).name.startswith("plait-ingest-")
+
+
+def test_a_forked_child_exiting_does_not_remove_its_parents_directory(tmp_path):
+    d = spill_directory("ingest", root=tmp_path)
+    pid = os.fork()
+    if pid == 0:  # the child runs the finalizer at exit, as an atexit hook would
+        try:
+            d.cleanup()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.path.isdir(d.name)
+    d.cleanup()
+    assert not os.path.exists(d.name)
