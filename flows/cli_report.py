@@ -44,6 +44,14 @@ def stage_lines(reports: dict) -> list[str]:
         lines.append(f"ingest {r.source}: {counted(r.rows)} read, {r.written} written, {r.unchanged} unchanged, "
                      f"{r.rejected} rejected, {r.partial} kept without a bad part"
                      + (f", {r.pruned} pruned" if r.pruned else "") + f" (items@v{r.items_version})")
+        problems = getattr(r, "problems", None) or {}
+        if problems:
+            shown = ", ".join(f"{kind}: {n}" for kind, n in list(problems.items())[:5])
+            more = f", and {len(problems) - 5} more kinds" if len(problems) > 5 else ""
+            lines.append(f"  problems by kind (rows): {shown}{more}; each row's reason and fix: plait rejects")
+        if getattr(r, "missing", 0):
+            lines.append(f"  {r.missing} items of source {r.source} are no longer in its manifest and were kept; "
+                         f"to remove them: prune = true under its [[sources]] (or plait ingest --prune)")
     lines += ["embed " + r.summary() + f" (v{r.version})" for r in reports.get("embed", [])]
     lines += ["fuse " + r.summary() + f" (v{r.version})" for r in reports.get("fuse", [])]
     for r in reports.get("train", []):

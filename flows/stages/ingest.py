@@ -22,7 +22,7 @@ with their rows in embedding, fused and prediction tables.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +62,8 @@ class IngestReport:
     partial: int  # rows that landed without a bad part (see rejects)
     items_version: int
     pruned: int = 0  # items of this source no longer in its manifest, removed
+    missing: int = 0  # items of this source no longer in its manifest, kept (prune off, or no row landed)
+    problems: dict[str, int] = field(default_factory=dict)  # kind of problem → rows (the reasons: plait rejects)
 
 
 def normalize_text(value) -> str | None:
@@ -331,6 +333,19 @@ class _Tally:
     partial: int = 0
     bad: list = field(default_factory=list)
     clean_ids: list = field(default_factory=list)  # ids landed clean that used to be rejected
+    kinds: Counter = field(default_factory=Counter)  # problem kind → rows
+
+    def count(self, problems: list[str]) -> None:
+        self.kinds.update({problem_kind(p) for p in problems})
+
+
+def problem_kind(problem: str) -> str:
+    """A reject reason's kind, for the summary: ``bad label: size='x' is not...`` → ``bad label
+    size``, ``missing file: /a/b.jpg; fix: ...`` → ``missing file``."""
+    head, _, rest = problem.partition(":")
+    if head == "bad label" and "=" in rest:
+        return f"bad label {rest.split('=', 1)[0].strip()}"
+    return head.strip()[:48] if rest else "other"
 
 
 class _Staging:
@@ -440,6 +455,7 @@ def _ingest(store, source, manifest, prune, on_progress, base, roots, types, sch
         for mb in iter_manifest(manifest, id_column=source.id, image_column=source.image,
                                 text_column=source.text, label_columns=tuple(types), captions=source.captions):
             for row_no, reason in mb.bad:
+                tally.count([reason])
                 tally.bad.append(rejects.Reject(id=f"{source.name}:row{row_no}", source=source.name, stage=STAGE,
                                                 reason=reason + " [row not landed]"))
                 tally.rejected += 1
@@ -473,7 +489,8 @@ def _ingest(store, source, manifest, prune, on_progress, base, roots, types, sch
         store.index_ids(ITEMS)  # queries join item columns by id: ~5 ms instead of a scan of the id column
     return IngestReport(source=source.name, rows=tally.rows, written=written, unchanged=tally.unchanged,
                         rejected=tally.rejected, partial=tally.partial, items_version=store.version(ITEMS),
-                        pruned=pruned)
+                        pruned=pruned, missing=max(0, len(decisions.gone) - pruned),
+                        problems=dict(tally.kinds.most_common()))
 
 
 def _verdicts(b: _Batch, decided: np.ndarray, existing: _Existing, source: SourceConfig) -> tuple[dict, dict]:
@@ -509,6 +526,7 @@ def _land(b: _Batch, keep: dict, verdicts: dict, source: SourceConfig, previousl
         else:  # only verdicts, which are about landed rows
             item_id = b.rows.column("id")[int(np.searchsorted(landed_pos, k))].as_py()
         kept = bool(b.landed[k]) and k not in verdicts
+        tally.count(probs)
         tally.bad.append(rejects.Reject(id=item_id, source=source.name, stage=STAGE,
                                         reason="; ".join(probs) + (" [row kept without the bad part]" if kept
                                                                    else " [row not landed]")))

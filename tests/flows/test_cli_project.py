@@ -266,3 +266,17 @@ def test_cli_run_writes_default_fusion_and_head_before_running_when_none_configu
     cfg = ProjectConfig.load(tmp_path)
     assert [f.name for f in cfg.fusions] == ["fused"] and cfg.heads[0].tasks == ("color", "topic")
     assert (tmp_path / "plait.toml").read_text().startswith("# hand-written\n")
+
+
+def test_cli_ingest_says_what_it_kept_that_the_manifest_dropped_and_what_went_wrong_by_kind(tmp_path):
+    m = tmp_path / "m.csv"
+    m.write_text("id,text,price\n" + "".join(f"i{k},text {k},{k}.5\n" for k in range(8)))
+    assert run("init", m, "--project", tmp_path).code == 0
+    assert run("ingest", "--project", tmp_path).code == 0
+    m.write_text("id,text,price\n" + "".join(f"i{k},text {k},{k}.5\n" for k in range(3, 7)) + "i7,text 7,cheap\n")
+    r = run("ingest", "--project", tmp_path)
+    assert r.code == 0, r.err
+    assert "3 items of source" in r.out and "prune = true" in r.out and "plait ingest --prune" in r.out
+    assert "bad label price: 1" in r.out and "plait rejects" in r.out
+    quiet = run("ingest", "--project", tmp_path, "--prune")
+    assert quiet.code == 0 and "3 pruned" in quiet.out and "no longer in its manifest" not in quiet.out

@@ -340,3 +340,28 @@ def test_ingest_refuses_an_items_table_with_stable_row_ids(store, tmp_path):
     with pytest.raises(SchemaMismatch, match="stable row ids"):
         ingest(store, SourceConfig(name="s", manifest="x", image=None, labels=("color",)), first)
     assert store.open(ITEMS).schema == before  # refused before adding the new label column
+
+
+def test_ingest_counts_items_the_manifest_no_longer_lists_when_it_keeps_them(store, tmp_path):
+    """Without prune, rows removed from the manifest stay; the report says how many, so the
+    user learns prune exists (a newcomer deleted 3 rows and saw nothing)."""
+    m = tmp_path / "m.csv"
+    m.write_text("id,text\n" + "".join(f"i{k},text {k}\n" for k in range(10)))
+    source = SourceConfig(name="s", manifest="x", image=None)
+    assert ingest(store, source, m).missing == 0
+    m.write_text("id,text\n" + "".join(f"i{k},text {k}\n" for k in range(3, 10)) + "new,a new row\n")
+    report = ingest(store, source, m)
+    assert (report.written, report.missing, report.pruned) == (1, 3, 0)
+    assert store.open(ITEMS).count_rows() == 11
+    pruned = ingest(store, SourceConfig(name="s", manifest="x", image=None, prune=True), m)
+    assert (pruned.missing, pruned.pruned) == (0, 3)
+
+
+def test_ingest_report_counts_problems_by_kind(store, tmp_path):
+    """A label declared with the wrong type drops every value: the report names it with a count
+    instead of hiding it in "kept without a bad part"."""
+    m = tmp_path / "m.csv"
+    m.write_text("id,text,category,image\n" + "".join(f"i{k},text {k},shoes,missing{k}.jpg\n" for k in range(4))
+                 + "i9,text 9,3.5,\n")
+    report = ingest(store, SourceConfig(name="s", manifest="x", labels=("category:float",)), m)
+    assert report.partial == 4 and report.problems == {"bad label category": 4, "missing file": 4}
