@@ -156,10 +156,11 @@ def status_text(p: dict) -> str:
         state = "current" if ix["current"] else f"behind (table at v{ix['table_version']}; updated at the next query)"
         lines.append(f"index {ix['kind']} on {ix['table']}: covers v{ix['version']}, {state}, "
                      f"recall@10 {num(ix['recall_at_10'], 3)}")
-    for kind in ("heads", "fusions"):
-        for entry in p["stale"][kind]:
-            name = entry.get("head") or entry.get("fusion")
-            lines.append(f"stale {kind[:-1]} {terminal_safe(name)}: {terminal_safe('; '.join(entry['why']))} "
+    for kind in ("heads", "fusions", "derived"):
+        for entry in p["stale"].get(kind, []):
+            name = entry.get("head") or entry.get("fusion") or entry.get("table")
+            what = {"heads": "head", "fusions": "fusion", "derived": "table"}[kind]
+            lines.append(f"stale {what} {terminal_safe(name)}: {terminal_safe('; '.join(entry['why']))} "
                          f"(fix: {entry['fix']})")
     if p["rejects_by_reason"]:
         lines += ["rejects by stage and reason:"]

@@ -1,4 +1,4 @@
-"""CLI commands that look after the store itself: ``repair`` and ``optimize``."""
+"""CLI commands that look after the store itself: ``repair``, ``optimize`` and ``drop-label``."""
 from __future__ import annotations
 
 import dataclasses
@@ -35,11 +35,35 @@ def cmd_optimize(args, out) -> int:
     return 0
 
 
+def cmd_drop_label(args, out) -> int:
+    """Why: a label declared with the wrong type is stored with it, and ingest refuses to change a
+    stored type; dropping the column lets the next ingest fill it again as declared."""
+    from store.errors import ConfigError, did_you_mean
+    from store.lease import hold
+    from store.schema import ITEMS, LABEL_PREFIX
+
+    store = _store(args)
+    column = LABEL_PREFIX + args.label
+    with hold(store, "items", "drop-label"):
+        names = store.open(ITEMS).schema.names if store.exists(ITEMS) else []
+        if column not in names:
+            known = [n.removeprefix(LABEL_PREFIX) for n in names if n.startswith(LABEL_PREFIX)]
+            raise ConfigError(f"the items table has no label {args.label!r}" + did_you_mean(args.label, known)
+                              + f" (labels: {known})", fix="name a stored label (plait status lists them)")
+        version = store.drop_columns(ITEMS, [column])
+    out(args, {"dropped": args.label, "items_version": version},
+        f"label {args.label} dropped from items (now v{version}; earlier versions keep it, so trained heads and "
+        f"exports pinned to them still read it). Run plait ingest to fill it again as plait.toml declares it.")
+    return 0
+
+
 def add_commands(add, out) -> None:
     def bind(fn):
         return lambda args: fn(args, out)
 
     add("repair", bind(cmd_repair), "one row per id in every table (a store with repeated ids), stale indexes rebuilt")
+    sp = add("drop-label", bind(cmd_drop_label), "remove a label column from items (to change its type)")
+    sp.add_argument("label", help="the label's name, as in plait.toml's labels")
     sp = add("optimize", bind(cmd_optimize), "compact tables and remove old versions, except those registries pin")
     sp.add_argument("--older-than-days", type=float, default=7.0,
                     help="remove unpinned versions older than this many days (default 7)")

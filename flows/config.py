@@ -270,8 +270,11 @@ class ProjectConfig:
             for x in items:
                 for t in x.tasks:
                     if t not in labels:
+                        close = did_you_mean(t, labels)  # which of the two is the typo is not known here
                         raise ConfigError(f"{kind} {x.name!r} task {t!r} is not a label column of any source"
-                                          + did_you_mean(t, labels) + f" (the sources' labels: {labels})",
+                                          + (f" (the sources' labels: {labels}; one of the two looks misspelled: "
+                                             f"use the manifest's column name in both)" if close
+                                             else f" (the sources' labels: {labels})"),
                                           fix=f"make the task and the labels agree: rename the task, or list {t!r} "
                                               f"in the source's labels (the manifest's column name)")
 
@@ -481,13 +484,20 @@ def _coerce(value, hint, where: str, key: str):
     if base is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        meant = value.strip() if isinstance(value, str) and value.strip().lstrip("-").isdigit() else "1000"
         raise ConfigError(f"{where} = {_show(value)} is {_tname(value)}, expected a whole number",
-                          fix=f"write {key} = 1000 (no quotes)")
+                          fix=f"write {key} = {meant} (no quotes)")
     if base is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        meant = "0.5"
+        if isinstance(value, str):
+            try:
+                meant = repr(float(value.strip())) if value.strip() else meant
+            except ValueError:
+                pass
         raise ConfigError(f"{where} = {_show(value)} is {_tname(value)}, expected a number",
-                          fix=f"write {key} = 0.5 (no quotes)")
+                          fix=f"write {key} = {meant} (no quotes)")
     if base is dict or typing.get_origin(base) is dict:
         if isinstance(value, dict):
             return dict(value)

@@ -122,11 +122,13 @@ class _nothing:
 
 
 def staleness(store: Store) -> dict:
-    """``{"heads": [...], "fusions": [...], "indexes": [...]}``: each entry says what moved on."""
+    """``{"heads": [...], "fusions": [...], "derived": [...], "indexes": [...]}``: each entry says
+    what moved on. Derived tables (dedup groups, clusters) are stale once their source table has a
+    version other than the one they were computed from: a pruned item's partner still names it."""
     from store import encoder_tables
     from store.index import read_meta
 
-    out = {"heads": [], "fusions": [], "indexes": []}
+    out = {"heads": [], "fusions": [], "derived": [], "indexes": []}
     fusions = {r["id"]: r for r in registries.rows(store, FUSIONS)}
     by_table = {r["fused_table"]: r for r in fusions.values()}
     latest: dict[str, dict] = {}
@@ -154,6 +156,15 @@ def staleness(store: Store) -> dict:
         if why:
             out["fusions"].append({"fusion": name, "why": why, "fix": f"plait fuse {name}"})
     for table in store.table_names():
+        command = {"dedup__": "dedup", "clusters__": "cluster"}.get(table.split("__", 1)[0] + "__")
+        if command:
+            first = store.open(table).to_lance().to_table(columns=["source_table", "source_version"], limit=1)
+            if first.num_rows:
+                source, version = first.column("source_table")[0].as_py(), first.column("source_version")[0].as_py()
+                if store.exists(source) and store.version(source) != version:
+                    out["derived"].append({"table": table, "why": [f"computed from {source}@v{version}, which is "
+                                                                   f"at v{store.version(source)} now"],
+                                           "fix": f"plait {command} {source}"})
         meta = read_meta(store, table)
         if meta and meta.get("version") != store.version(table):
             out["indexes"].append({"table": table, "why": [f"covers v{meta['version']}, table at "

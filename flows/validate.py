@@ -3,7 +3,8 @@
 Why: a typo found by ``plait run`` an hour into an embedding is a lost hour. This reads what
 a run would read, but only as far as needed to know it will work: plait.toml (strict: unknown
 sections, keys and names), each source's manifest (readable, the mapped columns present, a
-"did you mean" for a misspelled column), each encoder spec (its kind exists and it builds,
+"did you mean" for a misspelled column; on a sample of its first rows, labels that never fit
+their declared type and an image column of which no value is a readable image), each encoder spec (its kind exists and it builds,
 without loading weights), fusion methods and loss weightings (registry names), tasks against
 the label columns (the sources', and the store's when it exists), and whether the store can
 be opened. Nothing is written: a local store that does not exist yet is not created.
@@ -55,13 +56,79 @@ def _source_check(cfg: ProjectConfig, src) -> str:
                               fix="check the file's format and encoding (UTF-8)")
         raise ConfigError(f"source {src.name!r}: {manifest} has no rows", fix="add rows, or remove the source")
     names = first.table.column_names
-    wanted = [("id", src.id), ("image", src.image), ("text", src.text)] + [("label", n) for n in src.label_types()]
-    for role, col in wanted:
+    wanted = [("id", src.id), ("image", src.image), ("text", src.text)] + [("labels", n) for n in src.label_types()]
+    for key, col in wanted:
         if col and col not in names:
-            raise ConfigError(f"source {src.name!r}: {role} column {col!r} is not in {manifest.name}"
+            raise ConfigError(f"source {src.name!r}: {key.rstrip('s')} column {col!r} is not in {manifest.name}"
                               + did_you_mean(col, names) + f" (columns: {names})",
-                              fix=f"map the right column in plait.toml ({role} = ...), or fix the manifest's header")
-    return f"{manifest} readable; columns {', '.join(c for _, c in wanted if c)} present"
+                              fix=f"map the right column in plait.toml ({key} = ...), or fix the manifest's header")
+    sample = first.table.slice(0, SAMPLE_ROWS)
+    notes = [n for name, kind in src.label_types().items() if (n := _label_sample(src, sample, name, kind))]
+    if src.image:
+        notes += [n for n in [_image_sample(cfg, src, manifest, sample.column(src.image))] if n]
+    return f"{manifest} readable; columns {', '.join(c for _, c in wanted if c)} present" + "".join(
+        f"; {n}" for n in notes)
+
+
+SAMPLE_ROWS = 2000  # rows of a manifest's first batch whose values are checked
+IMAGE_SAMPLE = 50  # image cells read (each file is read and its header checked, as ingest does)
+
+
+def _label_sample(src, sample, name: str, kind: str) -> str | None:
+    """Raises when no sampled value fits the declared type (a wrong declaration, not bad rows);
+    a note when some do not."""
+    from collections import defaultdict
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from flows.stages.ingest import typed_labels
+
+    col = sample.column(name)
+    problems: dict[int, list[str]] = defaultdict(list)
+    typed_labels(col, kind, name, problems)
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        present = len(col) - col.null_count
+    else:  # an empty or blank cell is "unlabelled", not a value
+        present = int(pc.sum(pc.not_equal(pc.utf8_trim_whitespace(col), "")).as_py() or 0)
+    bad = len(problems)
+    if present and bad >= present:
+        example = problems[min(problems)][0].split(";")[0]
+        other = {"float": f'"{name}" (a class)', "list": f'"{name}" (a class)', "class": f'"{name}:list"'}[kind]
+        raise ConfigError(f"source {src.name!r}: label {name!r} is declared {kind}, but none of the first {present} "
+                          f"values fits ({example})",
+                          fix=f"declare it as {other} in labels, or point it at the column you meant")
+    if bad:
+        return f"{bad} of {present} sampled {name!r} values are not {kind}: those rows land without it (plait rejects)"
+    return None
+
+
+def _image_sample(cfg: ProjectConfig, src, manifest: Path, col) -> str | None:
+    """Raises when none of the first non-empty image cells is a readable image under the allowed
+    roots (the wrong column, or paths relative to another folder); a note when some are not."""
+    from flows.images import image_ref
+
+    base = manifest if manifest.is_dir() else manifest.parent
+    roots = [Path(r).expanduser().resolve() for r in src.allowed_roots] or [base]
+    cells = [v for v in col.to_pylist() if v is not None and not (isinstance(v, str) and not v.strip())][:IMAGE_SAMPLE]
+    if not cells:
+        return f"no image in the first {len(col)} rows"
+    failed = []
+    for v in cells:
+        problems: list[str] = []
+        image_ref(v, roots, base, problems)
+        if problems:
+            failed.append((v, problems[0].split("; fix:")[0]))
+    if len(failed) == len(cells):
+        value, why = failed[0]
+        shown = value if isinstance(value, str) else f"{len(value)} bytes"
+        raise ConfigError(f"source {src.name!r}: image column {src.image!r}: none of the first {len(cells)} values is "
+                          f"a readable image (e.g. {str(shown)[:80]!r}: {why})",
+                          fix=f"map image = to the column of image files (paths relative to {base}, or absolute "
+                              f"under allowed_roots), or fix the paths")
+    if failed:
+        return f"{len(failed)} of {len(cells)} sampled images are not readable: those rows land without one (plait rejects)"
+    return None
 
 
 def _store_check(cfg: ProjectConfig) -> str:
@@ -88,7 +155,14 @@ def _store_labels_check(cfg: ProjectConfig) -> str:
     from flows.config import open_store
     from flows.defaults import store_label_columns
 
-    stored = store_label_columns(open_store(cfg))
+    store = open_store(cfg)
+    if store.exists("items"):
+        from flows.stages.ingest import check_label_types, declared_items_schema
+
+        have = store.open("items").schema
+        for src in cfg.sources:
+            check_label_types(have, declared_items_schema(src.label_types()))
+    stored = store_label_columns(store)
     known = list(dict.fromkeys(cfg.label_names() + stored))
     if not known:
         return "no label columns yet"

@@ -274,6 +274,12 @@ class Store:
             warnings.simplefilter("ignore")  # create_scalar_index is marked deprecated in 0.25+
             tbl.create_scalar_index(key, index_type="BTREE", replace=True)
 
+    def drop_columns(self, name: str, columns: list[str]) -> int:
+        """Drop ``columns`` from ``name`` (a new version; earlier versions keep them). Returns the version."""
+        tbl = self.open(name)
+        retry(lambda: tbl.drop_columns(columns), what=f"drop columns of {name}")
+        return self.version(name)
+
     def delete_ids(self, name: str, ids: list[str], key: str = "id") -> None:
         if not ids or not self.exists(name):
             return

@@ -95,7 +95,7 @@ def _as_strings(col) -> pa.Array:
 
 
 # --- labels ----------------------------------------------------------------------------------
-def _labels(col, kind: str, name: str, problems: dict[int, list[str]]) -> pa.Array:
+def typed_labels(col, kind: str, name: str, problems: dict[int, list[str]]) -> pa.Array:
     """One label column typed as declared; bad values become null plus a problem on their row."""
     n = len(col)
     if pa.types.is_null(col.type):
@@ -220,7 +220,7 @@ def _prepare(table: pa.Table, numbers: list[int], source: SourceConfig, types: d
     for k in np.flatnonzero(~landed & ~id_missing):
         if not problems.get(k):
             problems[k].append("no content: neither text nor image; fix: fill one of them")
-    labels = {name: _labels(table.column(name), kind, name, problems) for name, kind in types.items()}
+    labels = {name: typed_labels(table.column(name), kind, name, problems) for name, kind in types.items()}
     src = constant(source.name, n, pa.string())
     hashed = [src, _nullable(text_sha), _nullable(uri), _nullable(image_sha)] + [
         _nullable(_label_strings(labels[name], kind)) for name, kind in types.items()]
@@ -425,11 +425,11 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, pru
     base = manifest if manifest.is_dir() else manifest.parent
     roots = [Path(r).expanduser().resolve() for r in source.allowed_roots] or [base]
     types = source.label_types()
-    schema = items_schema([pa.field(n, _LABEL_ARROW[k]) for n, k in types.items()])
+    schema = declared_items_schema(types)
     with hold(store, "items", "ingest"):
         if store.exists(ITEMS):
             have = store.open(ITEMS)
-            _check_label_types(have.schema, schema)
+            check_label_types(have.schema, schema)
             if getattr(have.to_lance(), "has_stable_row_ids", False):  # addresses are row ids here
                 raise SchemaMismatch("the items table uses stable row ids, which plait's ingest does not support",
                                      fix="rewrite it without them (plait creates its tables without them)")
@@ -650,11 +650,19 @@ def _check_columns(names: list[str], source: SourceConfig, types: dict, manifest
                             fix="map the right columns with --id/--image/--text/--labels or in plait.toml")
 
 
-def _check_label_types(have: pa.Schema, want: pa.Schema) -> None:
+def declared_items_schema(types: dict[str, str]) -> pa.Schema:
+    """The items schema with a source's label columns typed as declared (``{name: kind}``)."""
+    return items_schema([pa.field(n, _LABEL_ARROW[k]) for n, k in types.items()])
+
+
+def check_label_types(have: pa.Schema, want: pa.Schema) -> None:
+    """A declared label type that differs from the stored one is refused (plait validate checks it too)."""
     for f in want:
         if f.name.startswith(LABEL_PREFIX) and f.name in have.names and have.field(f.name).type != f.type:
             raise SchemaMismatch(
                 f"label {f.name.removeprefix(LABEL_PREFIX)!r} is stored as {have.field(f.name).type}, this source "
                 f"declares {f.type}",
-                fix="declare it with the stored type (NAME, NAME:float or NAME:list), or give it another name")
+                fix=f"declare it with the stored type (NAME, NAME:float or NAME:list), give it another name, or "
+                    f"drop the stored column first: plait drop-label {f.name.removeprefix(LABEL_PREFIX)} (the next "
+                    f"ingest fills it again with the declared type; nothing is re-embedded)")
 

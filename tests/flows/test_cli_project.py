@@ -280,3 +280,63 @@ def test_cli_ingest_says_what_it_kept_that_the_manifest_dropped_and_what_went_wr
     assert "bad label price: 1" in r.out and "plait rejects" in r.out
     quiet = run("ingest", "--project", tmp_path, "--prune")
     assert quiet.code == 0 and "3 pruned" in quiet.out and "no longer in its manifest" not in quiet.out
+
+
+def _shop(tmp_path, labels='["category"]', image='"image_path"'):
+    from PIL import Image
+
+    (tmp_path / "img").mkdir(exist_ok=True)
+    rows = ["sku,title,image_path,category"]
+    for k in range(12):
+        Image.new("RGB", (8, 8), (20 * k, 0, 0)).save(tmp_path / "img" / f"{k}.jpg")
+        rows.append(f"s{k},compact thing {k},img/{k}.jpg,{['shoes', 'hats', 'bags'][k % 3]}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "plait.toml").write_text(f'[[sources]]\nname = "shop"\nmanifest = "m.csv"\nid = "sku"\n'
+                                         f'text = "title"\nimage = {image}\nlabels = {labels}\n')
+
+
+def _problems(r) -> dict:
+    return {c["what"]: c for c in json.loads(r.out)["checks"] if not c["ok"]}
+
+
+def test_cli_validate_catches_a_label_declared_with_the_wrong_type_before_ingest(tmp_path):
+    _shop(tmp_path, labels='["category:float"]')
+    r = run("validate", "--project", tmp_path, "--json")
+    assert r.code == 2
+    detail = _problems(r)["source shop"]
+    assert "label 'category' is declared float, but none of the first 12 values fits" in detail["detail"]
+    assert '"category" (a class)' in detail["fix"]
+    _shop(tmp_path)
+    assert run("validate", "--project", tmp_path).code == 0
+
+
+def test_cli_validate_catches_an_image_column_that_holds_no_image(tmp_path):
+    _shop(tmp_path, image='"title"')
+    r = run("validate", "--project", tmp_path, "--json")
+    assert r.code == 2
+    detail = _problems(r)["source shop"]
+    assert "image column 'title': none of the first 12 values is a readable image" in detail["detail"]
+    assert "missing file" in detail["detail"] and "map image =" in detail["fix"]
+
+
+def test_a_label_stored_with_the_wrong_type_can_be_dropped_and_ingested_again(tmp_path):
+    """The newcomer's dead end: ingest stored category as float (every value null), then refused
+    the fixed declaration. validate now says so before ingest, and drop-label is the way out."""
+    _shop(tmp_path, labels='["category:float"]')
+    assert run("ingest", "--project", tmp_path).code == 0  # validate is not forced on ingest
+    _shop(tmp_path)  # the declaration fixed
+    r = run("validate", "--project", tmp_path, "--json")
+    assert r.code == 2 and "plait drop-label category" in _problems(r)["tasks"]["fix"]
+    refused = run("ingest", "--project", tmp_path)
+    assert refused.code == 2 and "plait drop-label category" in refused.err
+    typo = run("drop-label", "categroy", "--project", tmp_path)
+    assert typo.code == 2 and "did you mean 'category'?" in typo.err
+    assert run("drop-label", "category", "--project", tmp_path).code == 0
+    assert run("validate", "--project", tmp_path).code == 0
+    again = run("ingest", "--project", tmp_path, "--json")
+    assert again.code == 0, again.err
+    assert json.loads(again.out)["ingest"][0]["written"] == 12  # every row's labels changed: rewritten
+    from store.db import Store
+
+    labels = Store(str(tmp_path / "store")).read("items", ["label_category"]).column("label_category").to_pylist()
+    assert sorted(set(labels)) == ["bags", "hats", "shoes"]

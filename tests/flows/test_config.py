@@ -37,12 +37,17 @@ def _load(tmp_path, text):
     (("[[fusions]]", "[[fusion]]"), "unknown section [fusion]; did you mean 'fusions'?"),
     (('labels = [', 'lables = ['), "unknown key 'lables'; did you mean 'labels'?"),
     (('fusion = "fused"', 'fusion = "fsued"'), "reads fusion 'fsued', which is not configured; did you mean 'fused'?"),
-    (('tasks = ["category"]', 'tasks = ["categroy"]'), "task 'categroy' is not a label column of any source; "
-                                                        "did you mean 'category'?"),
+    (('tasks = ["category"]', 'tasks = ["categroy"]'), "task 'categroy' is not a label column of any source "
+                                                        "(the sources' labels: ['category', 'price']; one of the two "
+                                                        "looks misspelled"),
+    (('labels = ["category",', 'labels = ["categroy",'), "task 'category' is not a label column of any source "
+                                                          "(the sources' labels: ['categroy', 'price']; one of the "
+                                                          "two looks misspelled"),  # not "did you mean 'categroy'"
     (('[[fusions]]\nname = "fused"', '[[fusions]]\nname = "fused"\ninputs = ["txt"]'),
      "input 'txt' is not a modality; did you mean 'text'?"),
     (('uri = "store"', 'uri = 5'), "uri = 5 is a number, expected a string"),
     (('name = "mtl"', 'name = "mtl"\nhidden = "big"'), "hidden = 'big' is a string, expected a whole number"),
+    (('name = "mtl"', 'name = "mtl"\nhidden = "512"'), "hidden = '512' is a string, expected a whole number"),
     (('labels = ["category", "price:float"]', 'labels = "category"'), "expected a list of strings"),
     (('[[heads]]', '[runner]\nkind = "dask"\nworkerz = 2\n\n[[heads]]'), "unknown key 'workerz'; did you mean 'workers'?"),
     (('name = "mtl"', 'name = "mtl"\nweighting = "fixed"'), 'weighting = "fixed" needs weights'),
@@ -56,6 +61,8 @@ def test_config_load_raises_with_did_you_mean_when_project_file_has_a_mistake(tm
         _load(tmp_path, BASE.replace(edit[0], edit[1], 1))
     assert words in str(info.value)
     assert info.value.fix  # every one says how to fix it
+    if 'hidden = "512"' in edit[1]:
+        assert info.value.fix == "write hidden = 512 (no quotes)"  # the user's own number, not an example
 
 
 def test_config_encoder_modality_suggests_the_close_one_when_misspelled(tmp_path):

@@ -94,6 +94,32 @@ def test_prune_removes_items_and_their_rows_everywhere_and_from_query_results(bu
     assert len(hits) == 78 and not gone & {h.id for h in hits}
 
 
+def test_dedup_groups_and_clusters_show_as_stale_once_their_source_moves_on(built):
+    """A pruned item's partner still names it as its group: status must say the groups are
+    stale and how to recompute them (a newcomer found the dangling group, status said nothing)."""
+    from flows.maintenance import staleness
+    from store.cluster import ClusterConfig, cluster
+    from store.dedup import find_duplicates
+
+    store, dataset = built
+    find_duplicates(store, "fused__f", threshold=0.9)
+    cluster(store, "fused__f", ClusterConfig(k=3))
+    assert staleness(store)["derived"] == []
+    _rewrite_manifest(dataset, lambda rows: [r for r in rows if r["id"] != "item-0001"])
+    ingest(store, SOURCE, dataset, prune=True)
+    stale = {e["table"]: e for e in staleness(store)["derived"]}
+    assert set(stale) == {"dedup__fused__f", "clusters__fused__f"}
+    assert stale["dedup__fused__f"]["fix"] == "plait dedup fused__f"
+    assert stale["clusters__fused__f"]["fix"] == "plait cluster fused__f"
+    from flows.cli_status import status, status_text
+
+    (Path(store.uri).parent / "plait.toml").write_text('[store]\nuri = "store"\n')
+    text = status_text(status(Path(store.uri).parent))
+    assert "stale table dedup__fused__f: computed from fused__f@v" in text and "(fix: plait dedup fused__f)" in text
+    find_duplicates(store, "fused__f", threshold=0.9)
+    assert [e["table"] for e in staleness(store)["derived"]] == ["clusters__fused__f"]
+
+
 def test_removed_text_removes_its_vector_and_the_fused_row_masks_it(built):
     store, dataset = built
 
