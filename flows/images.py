@@ -49,7 +49,19 @@ _SVG = "SVG"
 
 
 class DecodeError(PlaitError, ValueError):
-    """An image that cannot be read, is over budget, or cannot be rendered (a reject)."""
+    """An image that cannot be read, is over budget, or cannot be rendered (a reject).
+    ``transient``: the failure says nothing about the content (see :class:`ReadFailure`)."""
+
+    transient = False
+
+
+class ReadFailure(DecodeError):
+    """The recorded file could not be read as it was recorded: missing, not a regular file, a
+    failed or slow read, swapped or changed. Nothing is known about the content, so its reject
+    is not remembered against the content hash: the next run reads the file again (a network
+    drive's hiccup or an rsync still running must not exclude the item for ever)."""
+
+    transient = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,12 +121,12 @@ def _kind(mode: int) -> str:
 
 
 def _not_regular(path: str, mode: int) -> DecodeError:
-    return DecodeError(f"not a regular file: {path} is {_kind(mode)}",
+    return ReadFailure(f"not a regular file: {path} is {_kind(mode)}",
                        fix="point the manifest at an image file (FIFOs, devices and folders are never read)")
 
 
 def _changed(path: str, why: str) -> DecodeError:
-    return DecodeError(f"changed since ingest: {path} {why}", fix="re-run plait ingest")
+    return ReadFailure(f"changed since ingest: {path} {why}", fix="re-run plait ingest")
 
 
 def read_file(path: str | Path, limits: ImageLimits = DEFAULT_LIMITS, *, recorded: bool = False) -> bytes:
@@ -131,7 +143,7 @@ def read_file(path: str | Path, limits: ImageLimits = DEFAULT_LIMITS, *, recorde
     try:
         st = os.lstat(path) if recorded else os.stat(path)
     except OSError as e:
-        raise DecodeError(f"missing file: {path} ({e.strerror})", fix="check the path in the manifest") from e
+        raise ReadFailure(f"missing file: {path} ({e.strerror})", fix="check the path in the manifest") from e
     if stat.S_ISLNK(st.st_mode):
         raise _changed(path, "is now a symlink; it is not followed")
     if not stat.S_ISREG(st.st_mode):  # refused before open(): opening a device can have effects
@@ -144,7 +156,7 @@ def read_file(path: str | Path, limits: ImageLimits = DEFAULT_LIMITS, *, recorde
     except OSError as e:
         if recorded and e.errno == errno.ELOOP:
             raise _changed(path, "is now a symlink; it is not followed") from e
-        raise DecodeError(f"missing file: {path} ({e.strerror})", fix="check the path in the manifest") from e
+        raise ReadFailure(f"missing file: {path} ({e.strerror})", fix="check the path in the manifest") from e
     try:
         fst = os.fstat(fd)
         if not stat.S_ISREG(fst.st_mode):  # swapped between stat and open
@@ -175,9 +187,9 @@ def _read_fd(fd: int, path: str, limits: ImageLimits) -> bytes:
         try:
             chunk = os.read(fd, _CHUNK)
         except BlockingIOError as e:  # never for a regular file; kept so nothing can spin
-            raise DecodeError(f"unreadable file: {path} would block", fix="copy the image to a local disk") from e
+            raise ReadFailure(f"unreadable file: {path} would block", fix="copy the image to a local disk") from e
         except OSError as e:
-            raise DecodeError(f"unreadable file: {path} ({e.strerror})", fix="check the file and its disk") from e
+            raise ReadFailure(f"unreadable file: {path} ({e.strerror})", fix="check the file and its disk") from e
         if not chunk:
             return b"".join(parts)
         parts.append(chunk)
@@ -185,7 +197,7 @@ def _read_fd(fd: int, path: str, limits: ImageLimits) -> bytes:
         if total > limits.max_file_bytes:  # the file grew while being read
             raise _too_big(path, total, limits)
         if time.monotonic() > deadline:
-            raise DecodeError(f"read timed out: {path} took over {limits.read_timeout_s:g} s",
+            raise ReadFailure(f"read timed out: {path} took over {limits.read_timeout_s:g} s",
                               fix="copy the image to a local disk, or raise ImageLimits.read_timeout_s")
 
 

@@ -114,7 +114,7 @@ def embed(store: Store, modality: str, spec: str, encoder: Encoder | None = None
                     else:
                         calls = _embed_images(store, enc, plan, options, writer, progress)
                 writer.flush()
-        _remember(store, table, plan, writer.encoded, writer.rejected)
+        _remember(store, table, plan, writer.encoded, writer.rejected, retry=writer.unread > 0)
         return EmbedReport(modality=modality, encoder=spec, table=table, status=status, encoded=writer.encoded,
                            already_stored=plan.already, rejected=writer.rejected, known_rejects=plan.skipped,
                            version=store.version(table), encoder_calls=calls, removed=removed)
@@ -149,9 +149,10 @@ def _plan_or_recall(store: Store, table: str, modality: str) -> "Plan":
     return plan
 
 
-def _remember(store: Store, table: str, plan: "Plan", encoded: int, rejected: int) -> None:
-    """After a complete run (under the table's lease): what the next run may recall."""
-    if not plan.recalled:
+def _remember(store: Store, table: str, plan: "Plan", encoded: int, rejected: int, retry: bool = False) -> None:
+    """After a complete run (under the table's lease): what the next run may recall. Not after
+    a run with files it could not read (``retry``): the next run must plan, to read them again."""
+    if not plan.recalled and not retry:
         watermarks.record(store, stage_name(table), _stamps(store, table, plan.items_version, plan.rejects_seen),
                           {"already": plan.already + encoded, "skipped": plan.skipped + rejected})
 
@@ -187,6 +188,7 @@ class _Writer:
         self.bad: list[rejects.Reject] = []
         self.buffered = 0
         self.encoded = self.rejected = 0
+        self.unread = 0  # rejects that were failed reads: retried at the next run
         self.last_commit = time.monotonic()
 
     def add(self, rows: pa.Table, vectors: np.ndarray) -> None:
@@ -200,9 +202,14 @@ class _Writer:
             self.flush()
 
     def reject(self, item_id: str, sha: str, error: Exception) -> None:
+        """A verdict on the content is remembered by its hash (the plan skips that content until it
+        changes); a failed read is not (no hash: the next run reads the file again)."""
         fix = getattr(error, "fix", None)
-        self.bad.append(rejects.Reject(id=item_id, stage=self.stage, content_sha256=sha,
-                                       reason=f"{error}" + (f"; fix: {fix}" if fix else "")))
+        transient = getattr(error, "transient", False)
+        self.unread += transient
+        self.bad.append(rejects.Reject(id=item_id, stage=self.stage, content_sha256=None if transient else sha,
+                                       reason=f"{error}" + (f"; fix: {fix}" if fix else "")
+                                       + (" [retried at the next run]" if transient else "")))
 
     def _with_sources(self, bad: list) -> list:
         """``bad`` with each item's source, read for those ids only (a dict of every item's
@@ -468,16 +475,17 @@ def embed_sharded(store: Store, modality: str, spec: str, run_shards=None, shard
     table = encoder_tables.table_name(store, modality, spec, enc.fingerprint().value)
     with hold(store, f"table:{table}", "embed") as lease:
         planned, jobs = plan_embed(store, modality, spec, shards, enc, options)
-        encoded = rejected = calls = 0
+        encoded = rejected = calls = unread = 0
         known_bad = set(rejects.known(store, stage_name(planned.table)))
         for out in run_shards(jobs):
             commit_shard(store, planned, out, lease)
             encoded, rejected, calls = encoded + out.rows, rejected + len(out.rejects), calls + out.calls
+            unread += sum(r.content_sha256 is None for r in out.rejects)
         if known_bad and encoded:  # rows that used to fail at this stage and now landed
             landed = [i for part in sql.chunks(sorted(known_bad))
                       for i in store.read(planned.table, ["id"], where=sql.in_list("id", part)).column("id").to_pylist()]
             rejects.clear(store, stage_name(planned.table), sorted(landed))
-        _remember(store, planned.table, planned.plan, encoded, rejected)
+        _remember(store, planned.table, planned.plan, encoded, rejected, retry=unread > 0)
         return EmbedReport(modality=modality, encoder=spec, table=planned.table, status=planned.status,
                            encoded=encoded, already_stored=planned.plan.already, rejected=rejected,
                            known_rejects=planned.plan.skipped, version=store.version(planned.table),

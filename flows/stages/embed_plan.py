@@ -104,7 +104,9 @@ def plan(store: Store, table: str, sha_col: str, stage: str) -> Plan:
         stored.add(keys)
     bad = Partitions(KEY_RECORD, "id", bits, where, "rejects")
     if store.exists(REJECTS):
-        for keys in key_batches(store.open(REJECTS).to_lance(), "content_sha256", filter=sql.equals("stage", stage),
+        # a reject without a content hash was a failed read, not a verdict on the content: tried again
+        for keys in key_batches(store.open(REJECTS).to_lance(), "content_sha256",
+                                filter=sql.equals("stage", stage) + " AND content_sha256 IS NOT NULL",
                                 batch_rows=SCAN_ROWS):
             bad.add(keys)
     todo = SortedBuckets(TODO_RECORD, "rowid", np.unique(np.concatenate(bounds)), where, "todo")

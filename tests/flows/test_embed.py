@@ -113,6 +113,31 @@ def test_embed_rejects_undecodable_image_and_lands_the_rest(store, dataset):
     assert store.read(report.table).num_rows == 80
 
 
+def test_an_image_that_could_not_be_read_is_tried_again_and_lands_once_it_is_back(store, dataset):
+    """A file missing while embed runs (a network drive's hiccup, an rsync still going) says
+    nothing about its content: unlike an undecodable image, it is retried at the next run."""
+    ingest(store, SOURCE, dataset)
+    path = dataset.parent / "img" / "item-0003.png"
+    away = path.with_suffix(".away")
+    path.rename(away)
+    report = embed(store, "image", "classic:color")
+    assert (report.encoded, report.rejected) == (79, 1)
+    reject = store.read("rejects").to_pylist()[0]
+    assert reject["reason"].startswith("missing file") and "[retried at the next run]" in reject["reason"]
+    still = embed(store, "image", "classic:color")  # still missing: read again, rejected again
+    assert (still.encoded, still.rejected, still.known_rejects) == (0, 1, 0)
+    from flows.stages.embed import _stamps, stage_name
+    from store import watermarks
+
+    # no "nothing changed" watermark while a file is unread: the next run must plan and read it
+    assert watermarks.recorded(store, stage_name(report.table), _stamps(store, report.table)) is None
+    away.rename(path)  # the same bytes back: ingest sees nothing new
+    assert ingest(store, SOURCE, dataset).written == 0
+    back = embed(store, "image", "classic:color")
+    assert back.encoded == 1 and rejects.known(store, f"embed:{report.table}") == {}
+    assert store.read(report.table).num_rows == 80
+
+
 def test_embed_raises_when_encoder_lacks_modality(store, dataset):
     ingest(store, SOURCE, dataset)
     with pytest.raises(SchemaMismatch, match="encodes \\['image'\\], not 'text'"):
