@@ -372,6 +372,10 @@ def image_ref(value, roots: list[Path], base: Path, problems: list[str], *,
     as ``"reason; fix: ..."``. The uri is the fully resolved path (what embed re-checks)."""
     if value is None or (isinstance(value, str) and value.strip() == ""):
         return None, None, None
+    if not isinstance(value, (str, os.PathLike, bytes, bytearray, memoryview)):
+        problems.append(f"bad value: the image cell holds a {type(value).__name__} ({str(value)[:40]}), not a path or "
+                        "image bytes; fix: store one path (or the file's bytes) per row")
+        return None, None, None
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
         what = "the image bytes in the manifest"

@@ -12,6 +12,7 @@ Batches are Arrow tables (the ingest stage is vectorised over them); ``rows`` gi
 """
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,11 +100,14 @@ def _iter_csv(path: Path) -> Iterator[ManifestBatch]:
     if path.stat().st_size == 0:
         raise ManifestError(f"manifest {path} is empty", fix="write a header row (id,text,image,...) and one row per item")
     ragged: list[tuple[int, str]] = []
+    unnumbered = itertools.count(1)
 
     def on_invalid(row) -> str:
+        # pyarrow knows no line numbers when values may hold newlines: such rows are numbered
+        # -1, -2, ... in file order (each its own reject) and named by their text
         snippet = (row.text or "").strip().replace("\n", " ")[:80]
         where = f"line {row.number}" if row.number is not None else f"{snippet!r}"
-        ragged.append((int(row.number) - 1 if row.number else -1,
+        ragged.append((int(row.number) - 1 if row.number else -next(unnumbered),
                        f"bad CSV row: {where} has {row.actual_columns} fields where the header has "
                        f"{row.expected_columns}; fix: quote fields that contain commas, or fix the row"))
         return "skip"
@@ -119,7 +123,9 @@ def _iter_csv(path: Path) -> Iterator[ManifestBatch]:
             path,
             read_options=csv.ReadOptions(block_size=1 << 22),
             parse_options=csv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=True),
-            convert_options=csv.ConvertOptions(column_types={n: pa.binary() for n in names},
+            # only an empty cell is missing: pyarrow's default null words (NA, null, nan, N/A,
+            # #N/A, NULL...) are ids (NA is Namibia), texts and labels like any other
+            convert_options=csv.ConvertOptions(column_types={n: pa.binary() for n in names}, null_values=[""],
                                                strings_can_be_null=True, quoted_strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, OSError) as e:
@@ -203,6 +209,10 @@ def _iter_jsonl(path: Path) -> Iterator[ManifestBatch]:
                 bad.append((line_no, f"bad JSON: line {line_no} is a JSON {type(value).__name__}, not an object; "
                                      "fix: write one object per line, like {\"id\": \"a\", \"text\": \"...\"}"))
                 continue
+            if b"\\u" in raw and (where := _lone_surrogate(value)) is not None:  # only an escape can make one
+                bad.append((line_no, f"bad text: line {line_no} field {where!r} holds a lone surrogate escape "
+                                     "(\\ud800-\\udfff alone is not Unicode text); fix: re-export the file with valid text"))
+                continue
             rows.append(value)
             numbers.append(line_no)
             if len(rows) == BATCH_ROWS:
@@ -210,6 +220,26 @@ def _iter_jsonl(path: Path) -> Iterator[ManifestBatch]:
                 rows, numbers, bad = [], [], []
     if rows or bad:
         yield ManifestBatch(_table_of(rows), numbers, bad)
+
+
+def _lone_surrogate(value, field: str = "") -> str | None:
+    """The field holding a string that is not valid Unicode (a lone surrogate, which JSON's
+    ``\\ud800`` escapes can produce and no UTF-8 can store), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return field or "?"
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = ((f"{field}[{k}]", v) for k, v in enumerate(value))
+        return next((w for k, v in items if (w := _lone_surrogate(v, k)) is not None), None)
+    else:
+        return None
+    return next((w for k, v in items if (w := _lone_surrogate(v, k if not field else f"{field}.{k}")) is not None),
+                None)
 
 
 def _table_of(rows: list[dict]) -> pa.Table:

@@ -80,14 +80,40 @@ def normalize_texts(col: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
 
 
-def _as_strings(col) -> pa.Array:
-    """Any manifest column as strings (ids given as numbers stay readable: 7 → "7")."""
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+def _as_strings(col, name: str = "", problems: dict[int, list[str]] | None = None) -> pa.Array:
+    """Any manifest column as strings (ids given as numbers stay readable: 7 → "7"; bytes are
+    decoded as UTF-8). A value that is not text (a list or a struct, bytes that are not UTF-8)
+    becomes null and, when ``problems`` is given, a problem on its row, never a Python repr
+    like "['a']" that would then be embedded as if it were the text."""
+    t = col.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
         return col.cast(pa.string())
-    if pa.types.is_floating(col.type):  # 7.0 → "7" (pandas turns integer ids with gaps into floats)
+    if pa.types.is_floating(t):  # 7.0 → "7" (pandas turns integer ids with gaps into floats)
         values = col.to_pylist()
         return pa.array([None if v is None or v != v else (str(int(v)) if float(v).is_integer() else repr(v))
                          for v in values], pa.string())
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        try:
+            return col.cast(pa.string())  # validates UTF-8
+        except pa.ArrowInvalid:
+            out = []
+            for k, v in enumerate(col.to_pylist()):
+                try:
+                    out.append(None if v is None else v.decode("utf-8"))
+                except UnicodeDecodeError:
+                    out.append(None)
+                    if problems is not None:
+                        problems[k].append(f"bad value: column {name!r} holds bytes that are not UTF-8 text; "
+                                           "fix: store it as a UTF-8 string")
+            return pa.array(out, pa.string())
+    if pa.types.is_nested(t):
+        if problems is not None:
+            kind = "list" if pa.types.is_list(t) or pa.types.is_large_list(t) else str(t).split("<")[0]
+            for k, v in enumerate(col.to_pylist()):
+                if v is not None:
+                    problems[k].append(f"bad value: column {name!r} holds a {kind} ({str(v)[:40]}), not text; "
+                                       f"fix: store one string per row in {name!r}")
+        return pa.nulls(len(col), pa.string())
     try:
         return col.cast(pa.string())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -107,7 +133,7 @@ def typed_labels(col, kind: str, name: str, problems: dict[int, list[str]]) -> p
                     problems[k].append(f"bad label: {name}={v!r} is not a single class; fix: declare it as "
                                        f"{name}:list or fix the value")
             return pa.nulls(n, pa.string())
-        out = _as_strings(col)
+        out = _as_strings(col, name, problems)
         return pc.if_else(pc.equal(pc.utf8_trim_whitespace(out), ""), pa.scalar(None, pa.string()), out)
     if kind == "float":
         return _float_labels(col, name, problems)
@@ -115,26 +141,30 @@ def typed_labels(col, kind: str, name: str, problems: dict[int, list[str]]) -> p
 
 
 def _float_labels(col, name: str, problems: dict[int, list[str]]) -> pa.Array:
+    """Numbers as float64. A missing or blank cell is unlabelled; a value that is not a number,
+    and NaN or an infinity given as a value (Parquet's NaN, JSON's NaN, the text "nan"), is a
+    problem on its row: a NaN label would otherwise vanish without a word."""
     try:
         values = col.cast(pa.float64())
-        parsed = values.to_numpy(zero_copy_only=False)
-        raw = None
+        parsed = values.to_numpy(zero_copy_only=False)  # nulls come out as NaN: ``present`` tells them apart
+        present = pc.is_valid(values).to_numpy(zero_copy_only=False)
+        not_number = np.zeros(len(parsed), bool)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         raw = col.to_pylist()
-        parsed = np.full(len(raw), np.nan)
+        parsed, present, not_number = np.full(len(raw), np.nan), np.zeros(len(raw), bool), np.zeros(len(raw), bool)
         for k, v in enumerate(raw):
             if v is None or (isinstance(v, str) and not v.strip()):
                 continue
+            present[k] = True
             try:
                 parsed[k] = float(v)
             except (TypeError, ValueError):
+                not_number[k] = True
                 problems[k].append(f"bad label: {name}={v!r} is not a number; fix: correct the value or "
                                    f"declare {name} as a class")
-    present = ~np.isnan(parsed) if raw is None else np.array(
-        [v is not None and not (isinstance(v, str) and not v.strip()) for v in raw])
-    bad = present & ~np.isfinite(parsed) & ~np.isnan(parsed)
-    for k in np.flatnonzero(bad):
-        problems[k].append(f"bad label: {name}={parsed[k]!r} is not finite; fix: give a finite number or leave it empty")
+    for k in np.flatnonzero(present & ~not_number & ~np.isfinite(parsed)):
+        problems[k].append(f"bad label: {name}={float(parsed[k])!r} is not finite; fix: give a finite number or "
+                           f"leave it empty")
     keep = np.isfinite(parsed)
     return pa.array(np.where(keep, parsed, 0.0), pa.float64(), mask=~keep)
 
@@ -194,13 +224,16 @@ def _prepare(table: pa.Table, numbers: list[int], source: SourceConfig, types: d
              schema: pa.Schema, pool: "_ImagePool") -> _Batch:
     n = table.num_rows
     problems: dict[int, list[str]] = defaultdict(list)  # sparse: most rows have none
-    ids = pc.utf8_trim_whitespace(pc.utf8_normalize(_as_strings(table.column(source.id)), form="NFC"))
+    ids = pc.utf8_trim_whitespace(pc.utf8_normalize(_as_strings(table.column(source.id), source.id, problems),
+                                                    form="NFC"))
     ids = pc.if_else(pc.equal(ids, ""), pa.scalar(None, pa.string()), ids)
     id_missing = pc.is_null(ids).to_numpy(zero_copy_only=False)
     for k in np.flatnonzero(id_missing):
+        if problems.get(k):  # the id was there but is not text: that problem says it
+            continue
         problems[k].append(f"missing id: manifest row {numbers[k]} has no {source.id!r}; fix: fill the id column")
     if source.text:
-        texts = normalize_texts(_as_strings(table.column(source.text)))
+        texts = normalize_texts(_as_strings(table.column(source.text), source.text, problems))
     else:
         texts = pa.nulls(n, pa.string())
     text_sha = sha256_column(texts.to_pylist())
@@ -345,6 +378,8 @@ def problem_kind(problem: str) -> str:
     head, _, rest = problem.partition(":")
     if head == "bad label" and "=" in rest:
         return f"bad label {rest.split('=', 1)[0].strip()}"
+    if head == "bad value" and rest.startswith(" column '"):
+        return f"bad value {rest.split(chr(39))[1]}"
     return head.strip()[:48] if rest else "other"
 
 
@@ -456,7 +491,8 @@ def _ingest(store, source, manifest, prune, on_progress, base, roots, types, sch
                                 text_column=source.text, label_columns=tuple(types), captions=source.captions):
             for row_no, reason in mb.bad:
                 tally.count([reason])
-                tally.bad.append(rejects.Reject(id=f"{source.name}:row{row_no}", source=source.name, stage=STAGE,
+                where = f"row{row_no}" if row_no >= 0 else f"unnumbered-row{-row_no}"  # see manifests._iter_csv
+                tally.bad.append(rejects.Reject(id=f"{source.name}:{where}", source=source.name, stage=STAGE,
                                                 reason=reason + " [row not landed]"))
                 tally.rejected += 1
             tally.rows += len(mb.rows) + len(mb.bad)

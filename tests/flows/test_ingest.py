@@ -365,3 +365,53 @@ def test_ingest_report_counts_problems_by_kind(store, tmp_path):
                  + "i9,text 9,3.5,\n")
     report = ingest(store, SourceConfig(name="s", manifest="x", labels=("category:float",)), m)
     assert report.partial == 4 and report.problems == {"bad label category": 4, "missing file": 4}
+
+
+def test_only_an_empty_csv_cell_is_missing_not_words_like_na_or_null(store, tmp_path):
+    m = tmp_path / "m.csv"
+    m.write_text("id,text,cat\nNA,Namibia,NA\nnull,null text,x\nnan,n/a,#N/A\nok,,\n")
+    report = ingest(store, SourceConfig(name="s", manifest="x", labels=("cat",), image=None), m)
+    rows = {r["id"]: r for r in store.read(ITEMS).to_pylist()}
+    assert set(rows) == {"NA", "null", "nan"} and report.rejected == 1  # "ok" has neither text nor image
+    assert rows["nan"]["text"] == "n/a" and rows["nan"]["label_cat"] == "#N/A" and rows["NA"]["label_cat"] == "NA"
+
+
+def test_a_lone_surrogate_in_jsonl_rejects_its_row_and_the_rest_land(store, tmp_path):
+    m = tmp_path / "m.jsonl"
+    m.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": "bad \\udfff"}\n'
+                 '{"id": "c\\ud800", "text": "x"}\n{"id": "d", "text": "emoji \\ud83d\\ude00 pair"}\n')
+    report = ingest(store, SourceConfig(name="s", manifest="x", image=None), m)
+    assert sorted(store.read(ITEMS, ["id"]).column("id").to_pylist()) == ["a", "d"]
+    assert report.rejected == 2 and report.problems == {"bad text": 2}
+    assert "line 2 field 'text' holds a lone surrogate" in _reasons(store)["s:row2"]
+
+
+def test_nan_given_as_a_float_label_is_a_problem_not_a_silent_blank(store, tmp_path):
+    m = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "c", "d"], "text": ["t"] * 4,
+                             "price": pa.array([1.5, float("nan"), None, float("inf")])}), m)
+    report = ingest(store, SourceConfig(name="s", manifest="x", labels=("price:float",), image=None), m)
+    assert report.problems == {"bad label price": 2} and report.partial == 2
+    reasons = _reasons(store)
+    assert "price=nan is not finite" in reasons["b"] and "price=inf is not finite" in reasons["d"]
+    assert "c" not in reasons  # a missing value is unlabelled, not a problem
+
+
+def test_ids_and_texts_that_are_not_text_are_problems_never_python_reprs(store, tmp_path):
+    m = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"id": pa.array([b"ok", b"\xff\xfe", b"two"], pa.binary()),
+                             "text": pa.array([["a", "list"], None, ["x"]], pa.list_(pa.string())),
+                             "image": pa.array([_png(), _png(), _png()], pa.binary())}), m)
+    report = ingest(store, SourceConfig(name="s", manifest="x"), m)
+    rows = {r["id"]: r for r in store.read(ITEMS).to_pylist()}
+    assert set(rows) == {"ok", "two"} and all(r["text"] is None for r in rows.values())  # not "['a', 'list']"
+    assert report.problems == {"bad value text": 2, "bad value id": 1}
+    assert "column 'id' holds bytes that are not UTF-8 text" in _reasons(store)["s:row2"]
+
+
+def test_each_ragged_csv_row_is_its_own_reject(store, tmp_path):
+    m = tmp_path / "m.csv"
+    m.write_text('id,text\na,one\nb,two,extra\nc\nd,"multi\nline"\n')
+    report = ingest(store, SourceConfig(name="s", manifest="x", image=None), m)
+    assert report.rejected == 2 and sorted(store.read(ITEMS, ["id"]).column("id").to_pylist()) == ["a", "d"]
+    assert len([k for k in _reasons(store) if k.startswith("s:unnumbered-row")]) == 2
