@@ -12,7 +12,11 @@ The server is meant to face untrusted clients (issue 10), so:
 - sizes are capped (:class:`ApiLimits`): the body (413 before it is read), the text (413
   before it is encoded: a 20 MB text once held the search lock for 17 s), the ``where``;
 - a ``where`` is one SQL expression (``1=1; DROP TABLE items`` is a 400, not a silently
-  truncated filter), columns are listed once;
+  truncated filter; :func:`store.search.check_where`, the same check ``plait query`` gets),
+  columns are listed once; text and ids must be valid Unicode and a text not blank
+  (:class:`flows.stages.query.Query`, shared with the CLI), a vector not all zeros;
+- ids may hold any character: ``/items/{id}`` takes '/' in an id, and the URLs in answers
+  percent-encode ids (:func:`item_url`);
 - a query is *encoded* outside the search lock (only the index update and the search itself
   are serialised), each encoder runs one call at a time (tokenizers are not thread-safe),
   and every request has a time limit (504);
@@ -36,6 +40,7 @@ import os
 import re
 import socket
 import threading
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -50,12 +55,12 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flows.images import DEFAULT_LIMITS, DecodeError, ImageLimits, inspect_image, read_checked
-from flows.stages.query import Query, QueryAnswer, QuerySpace
+from flows.stages.query import Query, QueryAnswer, QuerySpace, normalize_id
 from store import sql
 from store.db import Store
 from store.errors import BadQuery, ConfigError, MissingTable, PlaitError, UnknownKey
 from store.schema import ITEMS, LABEL_PREFIX
-from store.search import MAX_K, SearchRequest, vector_tables
+from store.search import MAX_K, SearchRequest, check_where, vector_tables
 
 log = logging.getLogger("plait.api")
 WEB = Path(__file__).parent / "web"
@@ -125,44 +130,6 @@ class SearchBody(BaseModel):
 
 
 # --- guards ---------------------------------------------------------------------------------
-def check_where(where: str) -> str:
-    """``where`` if it is one SQL expression; else :class:`BadQuery`.
-
-    Why a tokenizer and not a search for ';': a ';' inside a string literal
-    (``text = 'a;b'``) is fine, one outside it ends the expression, and LanceDB silently
-    drops everything after it. String literals (``'...'`` with ``''`` escapes) and quoted
-    identifiers are skipped; comments, unbalanced quotes or parentheses and a top-level
-    ';' are refused. The scan is conservative: it ends a literal no later than DataFusion."""
-    fix = "write one SQL expression over the item columns, e.g. \"label_color = 'red' AND source = 'shop'\""
-    depth, i, n = 0, 0, len(where)
-    while i < n:
-        c = where[i]
-        if c in "'\"`":
-            end = i + 1
-            while True:
-                end = where.find(c, end)
-                if end < 0:
-                    raise BadQuery(f"bad where clause: unterminated {c} quote at character {i + 1}", fix=fix)
-                if c == "'" and where.startswith("''", end):
-                    end += 2
-                    continue
-                break
-            i = end + 1
-            continue
-        if c == ";":
-            raise BadQuery(f"bad where clause: ';' at character {i + 1} ends the expression; "
-                           "one expression only, not statements", fix=fix)
-        if where.startswith(("--", "/*"), i):
-            raise BadQuery(f"bad where clause: comment at character {i + 1}", fix=fix)
-        depth += {"(": 1, ")": -1}.get(c, 0)
-        if depth < 0:
-            raise BadQuery(f"bad where clause: unbalanced ')' at character {i + 1}", fix=fix)
-        i += 1
-    if depth:
-        raise BadQuery("bad where clause: unbalanced '('", fix=fix)
-    return where
-
-
 _RUST_SOURCE = re.compile(r",?\s*(?:/[\w.@+-]+)+\.rs:\d+(?::\d+)?")
 _ABS_PATH = re.compile(r"(?<![\w.:/~-])(?:/[^\s'\"(),:;<>\[\]]+){2,}")
 _BYTES_REPR = re.compile(r"""(?:bytearray\()?b(['"])(?:\\.|(?!\1)[^\\])*\1\)?""", re.S)
@@ -171,6 +138,7 @@ _BYTES_REPR = re.compile(r"""(?:bytearray\()?b(['"])(?:\\.|(?!\1)[^\\])*\1\)?"""
 def public_message(text: str, hide: tuple[str, ...] = ()) -> str:
     """An error message fit for a client: no server paths, no raw bytes, at most 500 chars."""
     text = text if len(text) <= 5000 else text[:5000]
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate cannot go out as JSON
     for secret in hide:
         if secret:
             text = text.replace(secret, "<store>")
@@ -348,7 +316,7 @@ def create_app(store: Store, *, api_key: str | None = None, limits: ApiLimits = 
             uri = Path(item["image_uri"])
             item["image_uri"] = str(uri.relative_to(root)) if root and uri.is_relative_to(root) else uri.name
         if item.get("image_uri") or item.get("image_sha256"):
-            item["image_url"] = f"/items/{item_id}/image"
+            item["image_url"] = item_url(item_id) + "/image"
         return item
 
     def label_types() -> dict[str, str]:
@@ -385,6 +353,7 @@ def create_app(store: Store, *, api_key: str | None = None, limits: ApiLimits = 
         repeated = sorted({c for c in body.columns if body.columns.count(c) > 1})
         if repeated:
             raise BadQuery(f"column(s) {repeated} listed more than once", fix="list each column once")
+        # The client's where alone first: "a) OR (b" is one expression only once wrapped in ( ).
         where = " AND ".join(f"({w})" for w in [check_where(body.where) if body.where else None,
                                                 *filters_sql(body.filters)] if w) or None
         image = None
@@ -441,6 +410,7 @@ def create_app(store: Store, *, api_key: str | None = None, limits: ApiLimits = 
         if not store.exists(ITEMS):
             raise MissingTable("no items table yet", fix="run plait ingest")
         cols = columns or [f.name for f in store.open(ITEMS).schema if f.name != "image_bytes"]
+        item_id = normalize_id(item_id)  # as ingest stored it, as a query by id does
         rows = store.read(ITEMS, cols, where=sql.equals("id", item_id)).to_pylist()
         if not rows:
             raise UnknownKey(f"item {item_id!r} is not in the items table", fix="use an id from /search")
@@ -484,13 +454,18 @@ def create_app(store: Store, *, api_key: str | None = None, limits: ApiLimits = 
         default = "fused__fused" if "fused__fused" in names else (fused or names or [None])[0]
         return {"tables": names, "default": default}
 
-    @app.get("/items/{item_id}")
-    async def get_item(item_id: str) -> dict:
-        return await offload(item, item_id)
+    @app.get("/items/{item_id:path}", responses={200: {"content": {"image/*": {}}}})
+    async def get_item(item_id: str, request: Request):
+        """``/items/{id}`` (the item) and ``/items/{id}/image`` (its image) for any id.
 
-    @app.get("/items/{item_id}/image", response_class=Response)
-    async def get_image(item_id: str):
-        return await offload(image, item_id)
+        Ids may hold '/', '#', '?' or spaces (folder sources make ``sub/deeper/x.png``-like
+        ids); URLs plait builds percent-encode the whole id (:func:`item_url`). As servers
+        decode ``%2F`` before routing, the two are told apart on the raw path: a literal
+        trailing ``/image`` asks for the image. So an id that itself ends in "/image" is
+        reached with that slash encoded (``/items/a%2Fimage``, as ``item_url`` writes it),
+        and unencoded (``/items/a/image``) means the image of item ``a``."""
+        target, wants_image = _item_target(request.scope, item_id)
+        return await offload(image if wants_image else item, target)
 
     @app.get("/labels")
     async def get_labels() -> dict:
@@ -518,6 +493,22 @@ def create_app(store: Store, *, api_key: str | None = None, limits: ApiLimits = 
         return FileResponse(WEB / name, media_type=ASSETS[name])
 
     return app
+
+
+def item_url(item_id: str) -> str:
+    """``/items/<id>`` with every character of the id that is not unreserved percent-encoded
+    ('/' too), so an id holding '/', '#', '?' or spaces survives as one path segment."""
+    return "/items/" + urllib.parse.quote(item_id, safe="")
+
+
+def _item_target(scope: dict, item_id: str) -> tuple[str, bool]:
+    """(the id, whether its image is asked for) of an ``/items/...`` request: the image when
+    the raw (still encoded) path ends in a literal ``/image`` after a non-empty id."""
+    raw = scope.get("raw_path") or scope["path"].encode("utf-8")
+    rest = raw.split(b"/items/", 1)[-1]
+    if rest.endswith(b"/image") and len(rest) > len(b"/image") and item_id.endswith("/image"):
+        return item_id[: -len("/image")], True
+    return item_id, False
 
 
 def _label_kind(t: pa.DataType) -> str:

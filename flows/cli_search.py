@@ -48,16 +48,23 @@ def query_table(args) -> str:
                       + did_you_mean(DEFAULT_FUSION, names), fix=f"pass --fusion NAME (one of {names}) or --table TABLE")
 
 
+def query_columns(text: str) -> tuple[str, ...]:
+    """``--columns a,b,a`` → ``("a", "b")``: a column asked for twice is shown once."""
+    return tuple(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
+
+
 def cmd_query(args, out) -> int:
     from flows.stages.query import Query, QuerySpace, parse_vector
     from store.search import SearchRequest
 
-    query = Query(text=args.text_opt or args.text, image=args.image, id=args.id,
-                  vector=parse_vector(args.vector) if args.vector else None)
+    text = args.text_opt if args.text_opt is not None else args.text  # --text "" is a blank text, not none
+    query = Query(text=text, image=args.image, id=args.id,
+                  vector=parse_vector(args.vector) if args.vector is not None else None)
     query.kind()  # one of the four, before anything loads
-    columns = tuple(c for c in args.columns.split(",") if c)
+    columns = query_columns(args.columns)
+    request = SearchRequest(k=args.k, where=args.where, columns=columns, exact=args.exact)  # checks the where
     space = QuerySpace(_store(args), query_table(args), cross_modal=not args.no_cross_modal)
-    answer = space.ask(query, SearchRequest(k=args.k, where=args.where, columns=columns, exact=args.exact))
+    answer = space.ask(query, request)
     r = answer.result
     how = [f"{r.table}@v{r.version}", r.method]
     if r.filtered_rows is not None:

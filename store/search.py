@@ -27,15 +27,68 @@ MAX_K = 1000
 AUTO_INDEX_ROWS = 20_000  # below this an exact numpy pass takes a few milliseconds
 EXACT_SUBSET_ROWS = 50_000  # a filter matching fewer rows is searched exactly
 MIN_INDEX_RECALL = 0.9  # an index that measured less at build is not used (exact search instead)
+MIN_QUERY_NORM = 1e-12  # below this a query has no direction (store.exact treats such rows as zero)
 
 
 @dataclass(frozen=True)
 class SearchRequest:
+    """What to search for besides the vector. Built by the CLI and the HTTP API alike, so a
+    ``where`` is checked here, once, for both (:func:`check_where`)."""
+
     k: int = 10
     where: str | None = None
     columns: tuple[str, ...] = ("text",)
     exact: bool = False
     exclude: tuple[str, ...] = ()  # ids left out of the answer (a query by id leaves itself out)
+
+    def __post_init__(self):
+        if self.where is not None:
+            check_where(self.where)
+
+
+def check_where(where: str) -> str:
+    """``where`` if it is one SQL expression; else :class:`BadQuery`.
+
+    Why a tokenizer and not a search for ';': a ';' inside a string literal
+    (``text = 'a;b'``) is fine, one outside it ends the expression, and LanceDB silently
+    drops everything after it. String literals (``'...'`` with ``''`` escapes) and quoted
+    identifiers are skipped; comments, unbalanced quotes or parentheses and a top-level
+    ';' are refused. The scan is conservative: it ends a literal no later than DataFusion."""
+    fix = "write one SQL expression over the item columns, e.g. \"label_color = 'red' AND source = 'shop'\""
+    if not isinstance(where, str):
+        raise BadQuery(f"bad where clause: {type(where).__name__}, not text", fix=fix)
+    depth, i, n = 0, 0, len(where)
+    while i < n:
+        c = where[i]
+        if c in "'\"`":
+            i = _literal_end(where, i, fix) + 1
+            continue
+        if c == ";":
+            raise BadQuery(f"bad where clause: ';' at character {i + 1} ends the expression; "
+                           "one expression only, not statements", fix=fix)
+        if where.startswith(("--", "/*"), i):
+            raise BadQuery(f"bad where clause: comment at character {i + 1}", fix=fix)
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        if depth < 0:
+            raise BadQuery(f"bad where clause: unbalanced ')' at character {i + 1}", fix=fix)
+        i += 1
+    if depth:
+        raise BadQuery("bad where clause: unbalanced '('", fix=fix)
+    return where
+
+
+def _literal_end(where: str, start: int, fix: str) -> int:
+    """Index of the quote closing the literal or identifier opened at ``start`` (``''`` inside
+    a string literal is an escaped quote, not its end)."""
+    c, end = where[start], start + 1
+    while True:
+        end = where.find(c, end)
+        if end < 0:
+            raise BadQuery(f"bad where clause: unterminated {c} quote at character {start + 1}", fix=fix)
+        if c == "'" and where.startswith("''", end):
+            end += 2
+            continue
+        return end
 
 
 @dataclass(frozen=True)
@@ -286,6 +339,9 @@ class VectorSearch:
                            fix="encode the query with the table's own encoders, or send a vector of that width")
         if not np.isfinite(query).all():
             raise BadQuery("query vector holds NaN or infinity", fix="send finite numbers")
+        if np.linalg.norm(query.astype(np.float64)) < MIN_QUERY_NORM:  # every row at distance 1, in no order
+            raise BadQuery(f"query vector is all zeros or nearly (length below {MIN_QUERY_NORM:g}), so it has no "
+                           "direction to search in", fix="send a vector with at least one clearly non-zero value")
         return query
 
     def _filter_ids(self, where: str) -> pa.Array:
@@ -317,7 +373,7 @@ class VectorSearch:
     def _items(self, ids: list[str], columns) -> dict:
         if not ids or not columns or not self.store.exists(ITEMS):
             return {i: {} for i in ids}
-        cols = ["id"] + [c for c in columns if c != "id"]
+        cols = ["id"] + [c for c in dict.fromkeys(columns) if c != "id"]  # LanceDB refuses a column twice
         rows = self._read_items(cols, sql.in_list("id", ids)).to_pylist()
         return {r.pop("id"): r for r in rows}
 

@@ -80,6 +80,11 @@ def normalize_texts(col: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
 
 
+def normalize_ids(col: pa.Array) -> pa.Array:
+    """Ids as stored: Unicode NFC, whitespace trimmed (queries by id normalise the same way)."""
+    return pc.utf8_trim_whitespace(pc.utf8_normalize(col, form="NFC"))
+
+
 def _as_strings(col, name: str = "", problems: dict[int, list[str]] | None = None) -> pa.Array:
     """Any manifest column as strings (ids given as numbers stay readable: 7 → "7"; bytes are
     decoded as UTF-8). A value that is not text (a list or a struct, bytes that are not UTF-8)
@@ -224,8 +229,7 @@ def _prepare(table: pa.Table, numbers: list[int], source: SourceConfig, types: d
              schema: pa.Schema, pool: "_ImagePool") -> _Batch:
     n = table.num_rows
     problems: dict[int, list[str]] = defaultdict(list)  # sparse: most rows have none
-    ids = pc.utf8_trim_whitespace(pc.utf8_normalize(_as_strings(table.column(source.id), source.id, problems),
-                                                    form="NFC"))
+    ids = normalize_ids(_as_strings(table.column(source.id), source.id, problems))
     ids = pc.if_else(pc.equal(ids, ""), pa.scalar(None, pa.string()), ids)
     id_missing = pc.is_null(ids).to_numpy(zero_copy_only=False)
     for k in np.flatnonzero(id_missing):
@@ -503,8 +507,7 @@ def _ingest(store, source, manifest, prune, on_progress, base, roots, types, sch
                 checked = True
             b = _prepare(mb.table, mb.rows, source, types, roots, base, schema, pool)
             if b.problems and b.ids is None:
-                b.ids = pc.utf8_trim_whitespace(pc.utf8_normalize(_as_strings(mb.table.column(source.id)),
-                                                                  form="NFC")).to_pylist()
+                b.ids = normalize_ids(_as_strings(mb.table.column(source.id))).to_pylist()
             staging.add(b)
             if on_progress:
                 on_progress(mb.table.num_rows)

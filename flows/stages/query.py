@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from flows.encoders import build_encoder
 from flows.encoders.open_clip import ClipEncoder
@@ -29,12 +30,26 @@ QUERY_KINDS = ("text", "image", "id", "vector")
 
 @dataclass(frozen=True)
 class Query:
-    """Exactly one of the four inputs."""
+    """Exactly one of the four inputs. The CLI and the HTTP API both build one, so what a user
+    typed is checked here once: a text or id must be valid Unicode (a lone surrogate from JSON,
+    or argv bytes that are not UTF-8, would crash the tokenizer or LanceDB), a text must not be
+    blank, and an id is normalised as ingest stores ids (:func:`normalize_id`)."""
 
     text: str | None = None
     image: str | bytes | None = None  # a file path, or the bytes of one (the HTTP API)
     id: str | None = None
     vector: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        for name in ("text", "id"):
+            if getattr(self, name) is not None:
+                _check_unicode(name, getattr(self, name))
+        if self.text is not None and not self.text.strip():
+            raise BadQuery("the query text is empty", fix="give some words to search for (or an image, id or vector)")
+        if self.id is not None:
+            object.__setattr__(self, "id", normalize_id(self.id))
+            if not self.id:
+                raise BadQuery("the query id is empty", fix="give an id that the table holds")
 
     def kind(self) -> str:
         given = [k for k in QUERY_KINDS if getattr(self, k) is not None]
@@ -42,6 +57,26 @@ class Query:
             raise BadQuery(f"a query needs exactly one of text, image, id, vector (got {given or 'none'})",
                            fix="give one: --text/TEXT, --image FILE, --id ID or --vector '[...]'")
         return given[0]
+
+
+def _check_unicode(name: str, value) -> None:
+    """A :class:`BadQuery` unless ``value`` is a str that UTF-8 can encode."""
+    if not isinstance(value, str):
+        raise BadQuery(f"the query {name} is a {type(value).__name__}, not text", fix=f"give the {name} as a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadQuery(f"the query {name} is not valid Unicode: character {exc.start + 1} is a lone surrogate "
+                       f"(or a byte that is not UTF-8)",
+                       fix="send UTF-8 text; in JSON, \\ud800-\\udfff escapes must come in pairs") from None
+
+
+def normalize_id(value: str) -> str:
+    """``value`` as ingest stores ids (:func:`flows.stages.ingest.normalize_ids`), so an id
+    typed in NFD (as macOS file names are) finds its item."""
+    from flows.stages.ingest import normalize_ids
+
+    return normalize_ids(pa.array([value], pa.string()))[0].as_py()
 
 
 @dataclass(frozen=True)
@@ -203,10 +238,41 @@ def parse_vector(text: str) -> tuple[float, ...]:
     """``'[0.1, 0.2]'``, ``'0.1,0.2'`` or a ``.npy`` file path → floats."""
     path = Path(text)
     if text.endswith(".npy") and path.exists():
-        return tuple(float(v) for v in np.load(path).reshape(-1))
+        return _npy_vector(path)
     try:
         values = json.loads(text if text.strip().startswith("[") else f"[{text}]")
         return tuple(float(v) for v in values)
     except (ValueError, TypeError) as exc:
         raise BadQuery(f"cannot read the vector {text[:60]!r}: {exc}",
                        fix="pass a JSON list like '[0.1, 0.2]' or a .npy file") from exc
+
+
+_NPY_FIX = "save one vector of real numbers, e.g. numpy.save('q.npy', vector.astype('float32'))"
+
+
+def _npy_vector(path: Path) -> tuple[float, ...]:
+    """The one vector of reals in a .npy file; anything else is a :class:`BadQuery`, not numpy's
+    error or a ComplexWarning (pickled objects are refused unread: loading them runs code)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise BadQuery(f"cannot read the vector file {path.name}: {_npy_problem(exc)}", fix=_NPY_FIX) from None
+    if not isinstance(array, np.ndarray):  # np.load opens a .npz archive whatever its name
+        array.close()
+        raise BadQuery(f"the vector file {path.name} is a .npz archive, not a .npy array", fix=_NPY_FIX)
+    if array.dtype.kind not in "biuf":
+        raise BadQuery(f"the vector file {path.name} holds {array.dtype} values, not real numbers", fix=_NPY_FIX)
+    if array.ndim > 1 and array.size != array.shape[-1]:
+        raise BadQuery(f"the vector file {path.name} holds {array.size // array.shape[-1]} rows "
+                       f"(shape {array.shape}), not one vector", fix=_NPY_FIX)
+    return tuple(float(v) for v in array.reshape(-1))
+
+
+def _npy_problem(exc: Exception) -> str:
+    """numpy's reason, in the user's terms."""
+    text = str(exc)
+    if "Object arrays" in text:
+        return "it holds Python objects, not numbers"
+    if "pickled" in text or "magic" in text.lower() or isinstance(exc, EOFError):
+        return "it is not a .npy file"
+    return (text.splitlines() or [type(exc).__name__])[0][:200]
