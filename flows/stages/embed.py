@@ -34,6 +34,7 @@ from store import encoder_tables, registries, rejects, sql, watermarks
 from store.db import Store, constant, now_array, vector_array
 from store.errors import SchemaMismatch
 from store.lease import Lease, hold
+from store.orphans import drop_orphans
 from store.schema import ENCODERS, ITEMS, REJECTS, embedding_schema
 from flows.stages import embed_plan
 from flows.stages.embed_plan import NOTHING, Plan, Todo, fetch
@@ -114,6 +115,7 @@ def embed(store: Store, modality: str, spec: str, encoder: Encoder | None = None
                     else:
                         calls = _embed_images(store, enc, plan, options, writer, progress)
                 writer.flush()
+        removed += drop_orphans(store, table, plan.items_version)  # items pruned while this run encoded them
         _remember(store, table, plan, writer.encoded, writer.rejected, retry=writer.unread > 0)
         return EmbedReport(modality=modality, encoder=spec, table=table, status=status, encoded=writer.encoded,
                            already_stored=plan.already, rejected=writer.rejected, known_rejects=plan.skipped,
@@ -485,8 +487,9 @@ def embed_sharded(store: Store, modality: str, spec: str, run_shards=None, shard
             landed = [i for part in sql.chunks(sorted(known_bad))
                       for i in store.read(planned.table, ["id"], where=sql.in_list("id", part)).column("id").to_pylist()]
             rejects.clear(store, stage_name(planned.table), sorted(landed))
+        orphans = drop_orphans(store, planned.table, planned.plan.items_version)
         _remember(store, planned.table, planned.plan, encoded, rejected, retry=unread > 0)
         return EmbedReport(modality=modality, encoder=spec, table=planned.table, status=planned.status,
                            encoded=encoded, already_stored=planned.plan.already, rejected=rejected,
                            known_rejects=planned.plan.skipped, version=store.version(planned.table),
-                           encoder_calls=calls, removed=planned.removed)
+                           encoder_calls=calls, removed=planned.removed + orphans)

@@ -40,6 +40,7 @@ from store.artifacts import new_id
 from store.db import Store, now_array, vector_array, vectors_into, vectors_of
 from store.keys import hash64
 from store.lease import hold
+from store.orphans import drop_orphans
 from store.lineage import labels_sha256
 from store.errors import SchemaMismatch
 from store.schema import FUSIONS as FUSIONS_TABLE, ITEMS, LABEL_PREFIX, fused_schema, fused_table_name
@@ -243,9 +244,11 @@ class _FusePlan:
     todo: np.ndarray  # positions in the index, in the first input's storage order
     is_new: np.ndarray
     stored_id_batches: list
+    items_version: int | None = None  # items when planning began (see store.orphans)
 
 
 def _plan_fuse(store: Store, cfg: FusionConfig, refit: bool) -> _FusePlan:
+    items_version = store.version(ITEMS) if store.exists(ITEMS) else None  # before any input is read
     modalities = list(cfg.inputs)
     index, inputs, tables = _repaired_index(store, modalities)
     dims = {i["modality"]: tables[i["modality"]].schema.field("vector").type.list_size for i in inputs}
@@ -274,7 +277,7 @@ def _plan_fuse(store: Store, cfg: FusionConfig, refit: bool) -> _FusePlan:
     # of row ids (random order made the same gathers ~3x slower here).
     todo = todo[np.argsort(index.rowids[modalities[0]][todo], kind="stable")]
     return _FusePlan(cfg, modalities, index, inputs, tables, dims, method, fit, fp, table, schema, whole, row_hash,
-                     todo, is_new, stored_id_batches)
+                     todo, is_new, stored_id_batches, items_version)
 
 
 def _fused_batches(p: _FusePlan, est, tables, index, todo: np.ndarray, row_hash: np.ndarray, batch_rows: int,
@@ -320,6 +323,7 @@ def _finish_fuse(store: Store, p: _FusePlan) -> FuseReport:
     gone = _gone(p.stored_id_batches, p.index.id_hash)
     if gone:
         store.delete_ids(table, gone)
+    orphans = drop_orphans(store, table, p.items_version)  # items pruned while this run fused them
     version = store.version(table)
     for i in p.inputs:  # the versions this fusion read stay readable whatever plait optimize removes
         store.pin(i["table"], i["version"], f"fusion-{cfg.name}")
@@ -332,7 +336,7 @@ def _finish_fuse(store: Store, p: _FusePlan) -> FuseReport:
     if known is None or any(known.get(k) != v for k, v in row.items()):  # an unchanged run writes no new version
         registries.put(store, FUSIONS_TABLE, row)
     return FuseReport(name=cfg.name, method=p.method, table=table, fused=len(p.todo),
-                      unchanged=len(p.index) - len(p.todo), removed=len(gone), version=version,
+                      unchanged=len(p.index) - len(p.todo), removed=len(gone) + orphans, version=version,
                       fingerprint=p.fingerprint, refitted=fit.refitted, report=fit.report, refit_reason=fit.reason)
 
 

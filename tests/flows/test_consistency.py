@@ -19,7 +19,7 @@ import pytest
 
 from fake_encoders import CountingTextEncoder
 from flows.config import FusionConfig, HeadConfig, SourceConfig
-from flows.stages.embed import embed
+from flows.stages.embed import EmbedOptions, embed
 from flows.stages.fuse import fuse
 from flows.stages.ingest import ingest
 from flows.stages.score import score
@@ -118,6 +118,46 @@ def test_dedup_groups_and_clusters_show_as_stale_once_their_source_moves_on(buil
     assert "stale table dedup__fused__f: computed from fused__f@v" in text and "(fix: plait dedup fused__f)" in text
     find_duplicates(store, "fused__f", threshold=0.9)
     assert [e["table"] for e in staleness(store)["derived"]] == ["clusters__fused__f"]
+
+
+def test_a_prune_while_embed_and_fuse_run_leaves_no_orphan_rows(store, dataset):
+    """ingest --prune between a stage's plan and its writes: the prune deletes the items and
+    their (not yet written) rows; the stage then writes them anyway. It must end by removing
+    them, or queries return items that no longer exist (a tester's 2,000 orphans)."""
+    import flows.stages.fuse as fuse_stage
+
+    ingest(store, SOURCE, dataset)
+    gone = {"item-0001", "item-0002", "item-0040"}
+
+    def prune_now():
+        _rewrite_manifest(dataset, lambda rows: [r for r in rows if r["id"] not in gone])
+        assert ingest(store, SOURCE, dataset, prune=True).pruned == len(gone)
+
+    class PruneMidway(CountingTextEncoder):
+        def encode_text(self, texts):
+            if not self.seen:
+                prune_now()  # planned already: the pruned ids are in this run's todo
+            return super().encode_text(texts)
+
+    report = embed(store, "text", "counting:1", encoder=PruneMidway(), options=EmbedOptions(batch_size=16))
+    assert report.removed == len(gone)
+    assert not gone & set(_ids(store, report.table)) and len(_ids(store, report.table)) == 77
+
+    embed(store, "image", "classic:color")
+    real = fuse_stage._fused_batches
+    back = {"item-0005"}
+
+    def fused_batches(*args, **kwargs):
+        _rewrite_manifest(dataset, lambda rows: [r for r in rows if r["id"] not in back])
+        ingest(store, SOURCE, dataset, prune=True)
+        yield from real(*args, **kwargs)
+
+    fuse_stage._fused_batches = fused_batches
+    try:
+        fused = fuse(store, FusionConfig(name="f"))
+    finally:
+        fuse_stage._fused_batches = real
+    assert fused.removed == 1 and not back & set(_ids(store, "fused__f")) and len(_ids(store, "fused__f")) == 76
 
 
 def test_removed_text_removes_its_vector_and_the_fused_row_masks_it(built):

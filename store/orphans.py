@@ -1,0 +1,41 @@
+"""Rows of a derived table whose item is gone, removed after a write that raced a prune.
+
+Why: a stage plans on items at one version and writes later. A prune in between deletes the
+items, then their rows in every derived table, but a row the stage writes after that delete
+brings the item back into the table as an orphan (embed vectors of 2,000 pruned items, then
+fused and returned by queries, in a tester's run). So a stage that planned on an older items
+version than the current one ends by removing the ids of its table that items no longer holds.
+Prune deletes items first and derived rows after, and the stage checks after its last write, so
+every interleaving ends without orphans.
+
+Ids are compared as 64-bit hashes (8 bytes a row on each side; a collision could only keep an
+orphan, with probability ~n²/2⁶⁵); the strings are read back only for the orphans.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from store.db import Store, fragment_batches
+from store.keys import hash64
+from store.schema import ITEMS
+
+SCAN_ROWS = 262_144
+
+
+def drop_orphans(store: Store, table: str, items_version_planned: int | None) -> int:
+    """Delete the rows of ``table`` whose id is not in the current items, if items moved on since
+    ``items_version_planned``; returns how many. Call after the stage's last write."""
+    if not store.exists(ITEMS) or not store.exists(table) or store.version(ITEMS) == items_version_planned:
+        return 0
+    present = np.sort(np.concatenate([hash64(b.column("id")) for b in
+                                      fragment_batches(store.open(ITEMS).to_lance(), ["id"], batch_size=SCAN_ROWS)]
+                                     or [np.zeros(0, np.uint64)]))
+    orphans: list[str] = []
+    for batch in fragment_batches(store.open(table).to_lance(), ["id"], batch_size=SCAN_ROWS):
+        h = hash64(batch.column("id"))
+        at = np.minimum(np.searchsorted(present, h), max(len(present) - 1, 0))
+        gone = np.flatnonzero(present[at] != h) if len(present) else np.arange(len(h))
+        if len(gone):
+            orphans += batch.column("id").take(gone).to_pylist()
+    store.delete_ids(table, orphans)
+    return len(orphans)
