@@ -164,8 +164,11 @@ def cmd_ingest(args) -> int:
         pf.upsert("sources", src)
         cfg = pf.config()  # cross-checks the new source against the rest of the file before anything runs
         reports = [ingest(open_store(cfg), src, manifest, prune=args.prune or None)]
-        pf.save()
-        _say(f"source {src.name!r} saved to {pf.path}")
+        with ProjectFile.editing(root) as now:  # the file as it is now: another command may have added to it
+            if not now.existed:
+                now.set_store("store")
+            now.upsert("sources", src)
+        _say(f"source {src.name!r} saved to {now.path}")
     else:
         from flows import runner
         from flows.config import ProjectConfig

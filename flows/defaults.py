@@ -77,9 +77,9 @@ def write_default(root: Path, section: str, entry, say,
     """Record a default entry in plait.toml (comments kept) and announce it."""
     from flows.project_file import ProjectFile
 
-    pf = ProjectFile.open(root)
-    pf.upsert(section, entry, comment=f"added by plait: the default when plait.toml has no [[{section}]]; edit freely")
-    pf.save()
+    with ProjectFile.editing(root) as pf:
+        pf.upsert(section, entry, comment=f"added by plait: the default when plait.toml has no [[{section}]]; "
+                                          "edit freely")
     if section == "fusions":
         say(f"plait.toml has no [[fusions]]: fusing {entry.name!r} = {entry.method} of "
             f"{', '.join(entry.inputs)} ({why}); written to {pf.path}")

@@ -6,7 +6,8 @@ demo) goes through :class:`ProjectFile`, a tomlkit document. An entry that alrea
 updated key by key: keys whose value did not change are not touched (their comments stay),
 keys that went back to their default are removed. Before anything is written the new text is
 parsed back with :meth:`ProjectConfig.parse`, so plait never writes a file it cannot read,
-and the write is atomic (a temporary file renamed over the old one).
+and the write is atomic (a temporary file renamed over the old one). Commands that add to
+the file hold a lock from read to write (:meth:`ProjectFile.editing`).
 
 Round trip: TOML has no null, so a field whose default is not ``None`` but whose value is
 (``image`` of a text-only source) is written as ``""``, which the loader reads as ``None``.
@@ -14,9 +15,12 @@ Round trip: TOML has no null, so a field whose default is not ``None`` but whose
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import tomlkit
 from tomlkit.items import AoT, Table
@@ -24,6 +28,7 @@ from tomlkit.items import AoT, Table
 from flows.config import PROJECT_FILE, EncoderConfig, ProjectConfig, _sections
 
 HEADER = "# plait project file: see README.md (\"The project file\")\n"
+LOCK_FILE = ".plait.lock"  # taken while plait.toml is read, edited and saved (ProjectFile.editing)
 
 
 def _default(f: dataclasses.Field):
@@ -80,6 +85,24 @@ class ProjectFile:
         if path.is_file():
             return cls(root, tomlkit.parse(path.read_text(encoding="utf-8")), True)
         return cls.new(root)
+
+    @classmethod
+    @contextmanager
+    def editing(cls, root: str | Path) -> Iterator["ProjectFile"]:
+        """Open, edit, save (when the block ends without an error) under an exclusive lock on the
+        project's ``.plait.lock``. Why: commands that add to plait.toml (a source by ``plait ingest
+        MANIFEST``, an encoder, a default fusion) may run at once; each must re-read the file
+        after the other saved, or the later save drops the earlier's entry."""
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / LOCK_FILE, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            pf = cls.open(root)
+            yield pf
+            pf.save()
+        finally:
+            os.close(fd)  # releases the lock
 
     @classmethod
     def new(cls, root: str | Path) -> "ProjectFile":
@@ -240,12 +263,10 @@ class ProjectFile:
 
 def record_encoders(root: Path, encoders: list[EncoderConfig]) -> list[EncoderConfig]:
     """Add the encoders not yet in plait.toml; returns those added."""
-    pf = ProjectFile.open(root)
-    present = {(e.modality, e.spec) for e in pf.config().encoders}
-    added = [e for e in encoders if (e.modality, e.spec) not in present]
-    for e in added:
-        pf.upsert("encoders", e)
-    if added:
-        pf.save()
+    with ProjectFile.editing(root) as pf:
+        present = {(e.modality, e.spec) for e in pf.config().encoders}
+        added = [e for e in encoders if (e.modality, e.spec) not in present]
+        for e in added:
+            pf.upsert("encoders", e)
     return added
 
