@@ -87,15 +87,19 @@ def status(root: Path) -> dict:
     from flows.maintenance import staleness
     from store import registries, rejects
 
+    from flows.stages.ingest import sources_in_items
+
     cfg, store = open_project(root)
     tables = store.status()
+    configured = {s.name for s in cfg.sources}
+    unconfigured = {k: v for k, v in sources_in_items(store).items() if k not in configured}
     return {"project": str(cfg.root), "store": cfg.store_uri, "tables": tables,
             "rejects_by_reason": rejects.counts_by_reason(store),
             "last_rejects": [{**r, "at": str(r["at"])} for r in recent_rejects(store, LAST_REJECTS)],
             "encoders": [{k: r[k] for k in ("id", "modality", "spec", "dim", "fingerprint", "status")}
                          for r in registries.rows(store, "encoders")],
             "fusions": _fusions(store), "heads": _heads(store),
-            "indexes": _indexes(store, tables), "stale": staleness(store)}
+            "indexes": _indexes(store, tables), "stale": staleness(store), "unconfigured_sources": unconfigured}
 
 
 def _metric_text(metrics: dict) -> str:
@@ -162,6 +166,9 @@ def status_text(p: dict) -> str:
             what = {"heads": "head", "fusions": "fusion", "derived": "table"}[kind]
             lines.append(f"stale {what} {terminal_safe(name)}: {terminal_safe('; '.join(entry['why']))} "
                          f"(fix: {entry['fix']})")
+    for name, n in sorted(p.get("unconfigured_sources", {}).items()):
+        lines.append(f"source {terminal_safe(name)} is not in plait.toml but holds {n} items (renamed or removed?): "
+                     f"plait drop-source {terminal_safe(name)} removes them")
     if p["rejects_by_reason"]:
         lines += ["rejects by stage and reason:"]
         lines += [f"  {terminal_safe(k)}: {v}" for k, v in p["rejects_by_reason"].items()]

@@ -1,4 +1,5 @@
-"""CLI commands that look after the store itself: ``repair``, ``optimize`` and ``drop-label``."""
+"""CLI commands that look after the store itself: ``repair``, ``optimize``, ``drop-label`` and
+``drop-source``."""
 from __future__ import annotations
 
 import dataclasses
@@ -57,6 +58,20 @@ def cmd_drop_label(args, out) -> int:
     return 0
 
 
+def cmd_drop_source(args, out) -> int:
+    from flows.config import open_project
+    from flows.stages.ingest import drop_source
+
+    cfg, store = open_project(Path(args.project).resolve())
+    n = drop_source(store, args.source)
+    still = args.source in [s.name for s in cfg.sources]
+    note = (f"; source {args.source} is still in plait.toml, so the next plait ingest brings its items back "
+            f"(remove its [[sources]] entry to keep them out)" if still else "")
+    out(args, {"dropped": args.source, "items": n, "still_configured": still},
+        f"source {args.source}: {n} items removed, with their rows in every derived table and their rejects{note}")
+    return 0
+
+
 def add_commands(add, out) -> None:
     def bind(fn):
         return lambda args: fn(args, out)
@@ -64,6 +79,9 @@ def add_commands(add, out) -> None:
     add("repair", bind(cmd_repair), "one row per id in every table (a store with repeated ids), stale indexes rebuilt")
     sp = add("drop-label", bind(cmd_drop_label), "remove a label column from items (to change its type)")
     sp.add_argument("label", help="the label's name, as in plait.toml's labels")
+    sp = add("drop-source", bind(cmd_drop_source), "remove every item of a source (renamed or removed from "
+                                                    "plait.toml) and its rows in derived tables")
+    sp.add_argument("source", help="the source's name, as the items record it (plait status lists them)")
     sp = add("optimize", bind(cmd_optimize), "compact tables and remove old versions, except those registries pin")
     sp.add_argument("--older-than-days", type=float, default=7.0,
                     help="remove unpinned versions older than this many days (default 7)")

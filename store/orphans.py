@@ -20,22 +20,27 @@ from store.keys import hash64
 from store.schema import ITEMS
 
 SCAN_ROWS = 262_144
+DERIVED_PREFIXES = ("emb__", "fused__", "pred__", "dedup__", "clusters__")  # tables with a row per item
 
 
-def drop_orphans(store: Store, table: str, items_version_planned: int | None) -> int:
+def derived_tables(store: Store) -> list[str]:
+    return [t for t in store.table_names() if t.startswith(DERIVED_PREFIXES)]
+
+
+def drop_orphans(store: Store, table: str, items_version_planned: int | None = None) -> int:
     """Delete the rows of ``table`` whose id is not in the current items, if items moved on since
-    ``items_version_planned``; returns how many. Call after the stage's last write."""
+    ``items_version_planned`` (None: in any case); returns how many. Call after the last write."""
     if not store.exists(ITEMS) or not store.exists(table) or store.version(ITEMS) == items_version_planned:
         return 0
     present = np.sort(np.concatenate([hash64(b.column("id")) for b in
                                       fragment_batches(store.open(ITEMS).to_lance(), ["id"], batch_size=SCAN_ROWS)]
                                      or [np.zeros(0, np.uint64)]))
-    orphans: list[str] = []
-    for batch in fragment_batches(store.open(table).to_lance(), ["id"], batch_size=SCAN_ROWS):
+    removed = 0
+    for batch in fragment_batches(store.open(table).to_lance(), ["id"], batch_size=SCAN_ROWS):  # that version
         h = hash64(batch.column("id"))
         at = np.minimum(np.searchsorted(present, h), max(len(present) - 1, 0))
         gone = np.flatnonzero(present[at] != h) if len(present) else np.arange(len(h))
-        if len(gone):
-            orphans += batch.column("id").take(gone).to_pylist()
-    store.delete_ids(table, orphans)
-    return len(orphans)
+        if len(gone):  # deleted a scan batch at a time: memory holds one batch of ids, not all orphans
+            store.delete_ids(table, batch.column("id").take(gone).to_pylist())
+            removed += len(gone)
+    return removed

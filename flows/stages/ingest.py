@@ -35,13 +35,15 @@ from flows.config import SourceConfig
 from flows.images import image_ref
 from flows.manifests import ManifestError, iter_manifest
 from flows.stages import ingest_plan
-from store import partitions, rejects, spill_dirs
+from store import partitions, rejects, spill_dirs, sql
 from store.db import Store, constant, fragment_batches, ids_at, now_array, sha256_column, take_rows
-from store.errors import SchemaMismatch
+from store.errors import ConfigError, SchemaMismatch, did_you_mean
 from store.keys import hash64, hex64
 from store.lease import hold
+from store.orphans import derived_tables, drop_orphans
 from store.partitions import Partitions
-from store.schema import ITEMS, LABEL_PREFIX, items_schema
+from store.retry import retry
+from store.schema import ITEMS, LABEL_PREFIX, REJECTS, items_schema
 
 STAGE = "ingest"
 SCAN_ROWS = 262_144  # items rows read at once when keying them, or ids read at once by prune
@@ -549,7 +551,7 @@ def _verdicts(b: _Batch, decided: np.ndarray, existing: _Existing, source: Sourc
         name, owner = b.rows.column("id")[int(j)].as_py(), existing.sources[int(decided["code"][j])]
         verdicts[k] = (f"id owned by another source: {name!r} already belongs to source {owner!r}, not "
                        f"{source.name!r}; fix: make ids unique across sources (e.g. prefix them), or remove it "
-                       f"from {owner!r} first")
+                       f"from {owner!r} first (plait drop-source {owner} removes all of that source's items)")
     return keep, verdicts
 
 
@@ -666,12 +668,42 @@ def _prune(store: Store, addresses: np.ndarray, version: int | None) -> int:
     if not gone:
         return 0
     store.delete_ids(ITEMS, gone)
-    for table in store.table_names():
-        if table.startswith(("emb__", "fused__", "pred__", "dedup__", "clusters__")):
-            store.delete_ids(table, gone)
+    for table in derived_tables(store):
+        store.delete_ids(table, gone)
     keys = [f"{stage}|{i}" for stage in _reject_stages(store) for i in gone]
     store.delete_ids("rejects", keys, key="key")
     return len(gone)
+
+
+def drop_source(store: Store, name: str) -> int:
+    """Remove every item of source ``name`` (configured or not: a source renamed or removed from
+    plait.toml leaves its items, and ingest refuses their ids to any other source), their rows
+    in every derived table and the source's rejects; returns how many items."""
+    with hold(store, "items", "drop-source"):
+        if not store.exists(ITEMS):
+            raise ConfigError("there is no items table yet", fix="nothing to drop")
+        ds = store.open(ITEMS).to_lance()
+        n = ds.count_rows(filter=sql.equals("source", name))
+        if not n:
+            known = sources_in_items(store)
+            raise ConfigError(f"no item belongs to source {name!r}" + did_you_mean(name, list(known))
+                              + f" (sources in the store: {sorted(known)})", fix="name a source that holds items")
+        retry(lambda: store.open(ITEMS).delete(sql.equals("source", name)), what="drop source")
+        for table in derived_tables(store):
+            drop_orphans(store, table)
+        if store.exists(REJECTS):
+            store.open(REJECTS).delete(sql.equals("source", name))
+        store.index_ids(ITEMS)
+    return n
+
+
+def sources_in_items(store: Store) -> dict[str, int]:
+    """Items per source (``source`` column only, read in Rust's scanner)."""
+    if not store.exists(ITEMS):
+        return {}
+    t = store.open(ITEMS).to_lance().to_table(columns=["source"])
+    counts = pc.value_counts(t.column("source").combine_chunks())
+    return {c["values"].as_py(): c["counts"].as_py() for c in counts}
 
 
 def _reject_stages(store: Store) -> list[str]:

@@ -340,3 +340,31 @@ def test_a_label_stored_with_the_wrong_type_can_be_dropped_and_ingested_again(tm
 
     labels = Store(str(tmp_path / "store")).read("items", ["label_category"]).column("label_category").to_pylist()
     assert sorted(set(labels)) == ["bags", "hats", "shoes"]
+
+
+def test_a_renamed_source_can_be_dropped_and_its_items_ingested_under_the_new_name(tmp_path):
+    import fake_encoders  # noqa: F401  (the "counting" text encoder)
+    from store.db import Store
+
+    m = tmp_path / "m.csv"
+    m.write_text("id,text\n" + "".join(f"i{k},text {k}\n" for k in range(6)))
+    (tmp_path / "plait.toml").write_text('[[sources]]\nname = "s"\nmanifest = "m.csv"\nimage = ""\n')
+    assert run("ingest", "--project", tmp_path).code == 0
+    assert run("embed", "--encoder", "text=counting:1", "--project", tmp_path).code == 0
+    toml = (tmp_path / "plait.toml").read_text()
+    (tmp_path / "plait.toml").write_text(toml.replace('name = "s"', 'name = "t"'))
+    refused = run("ingest", "--project", tmp_path)
+    assert refused.code == 0 and "id owned by another source: 6" in refused.out
+    status = run("status", "--project", tmp_path)
+    assert "source s is not in plait.toml but holds 6 items" in status.out and "plait drop-source s" in status.out
+    typo = run("drop-source", "z", "--project", tmp_path)
+    assert typo.code == 2 and "no item belongs to source 'z'" in typo.err
+    dropped = run("drop-source", "s", "--project", tmp_path)
+    assert dropped.code == 0 and "6 items removed" in dropped.out
+    store = Store(str(tmp_path / "store"))
+    emb = [t for t in store.table_names() if t.startswith("emb__")][0]
+    assert store.open("items").count_rows() == 0 and store.open(emb).count_rows() == 0
+    again = run("ingest", "--project", tmp_path, "--json")
+    assert again.code == 0 and json.loads(again.out)["ingest"][0]["written"] == 6
+    assert set(store.read("items", ["source"]).column("source").to_pylist()) == {"t"}
+    assert "not in plait.toml" not in run("status", "--project", tmp_path).out
