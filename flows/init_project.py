@@ -200,7 +200,10 @@ def _allowed_roots(t: pa.Table, g: Guess) -> None:
         if "://" in v:
             continue
         p = Path(v).expanduser()
-        p = (p if p.is_absolute() else base / p).resolve()
+        try:
+            p = (p if p.is_absolute() else base / p).resolve()
+        except (OSError, RuntimeError):  # a symlink loop: ingest rejects that row, init only guesses
+            continue
         if not p.is_relative_to(base.resolve()):
             outside.append(str(p.parent))
     if outside:

@@ -368,3 +368,14 @@ def test_a_renamed_source_can_be_dropped_and_its_items_ingested_under_the_new_na
     assert again.code == 0 and json.loads(again.out)["ingest"][0]["written"] == 6
     assert set(store.read("items", ["source"]).column("source").to_pylist()) == {"t"}
     assert "not in plait.toml" not in run("status", "--project", tmp_path).out
+
+
+def test_cli_init_survives_an_image_path_that_is_a_symlink_loop(tmp_path):
+    import os
+
+    (tmp_path / "imgs").mkdir()
+    os.symlink("loop.png", tmp_path / "imgs" / "loop.png")  # points at itself
+    (tmp_path / "m.csv").write_text("id,text,image\na,one,imgs/loop.png\nb,two,imgs/b.png\n")
+    r = run("init", tmp_path / "m.csv", "--project", tmp_path)
+    assert r.code == 0, r.err
+    assert 'image = "image"' in (tmp_path / "plait.toml").read_text()
