@@ -37,21 +37,9 @@ def cmd_optimize(args, out) -> int:
 
 
 def cmd_drop_label(args, out) -> int:
-    """Why: a label declared with the wrong type is stored with it, and ingest refuses to change a
-    stored type; dropping the column lets the next ingest fill it again as declared."""
-    from store.errors import ConfigError, did_you_mean
-    from store.lease import hold
-    from store.schema import ITEMS, LABEL_PREFIX
+    from flows.stages.ingest import drop_label
 
-    store = _store(args)
-    column = LABEL_PREFIX + args.label
-    with hold(store, "items", "drop-label"):
-        names = store.open(ITEMS).schema.names if store.exists(ITEMS) else []
-        if column not in names:
-            known = [n.removeprefix(LABEL_PREFIX) for n in names if n.startswith(LABEL_PREFIX)]
-            raise ConfigError(f"the items table has no label {args.label!r}" + did_you_mean(args.label, known)
-                              + f" (labels: {known})", fix="name a stored label (plait status lists them)")
-        version = store.drop_columns(ITEMS, [column])
+    version = drop_label(_store(args), args.label)
     out(args, {"dropped": args.label, "items_version": version},
         f"label {args.label} dropped from items (now v{version}; earlier versions keep it, so trained heads and "
         f"exports pinned to them still read it). Run plait ingest to fill it again as plait.toml declares it.")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -209,7 +210,7 @@ def _iter_jsonl(path: Path) -> Iterator[ManifestBatch]:
                 bad.append((line_no, f"bad JSON: line {line_no} is a JSON {type(value).__name__}, not an object; "
                                      "fix: write one object per line, like {\"id\": \"a\", \"text\": \"...\"}"))
                 continue
-            if b"\\u" in raw and (where := _lone_surrogate(value)) is not None:  # only an escape can make one
+            if _SURROGATE_ESCAPE.search(raw) and (where := _lone_surrogate(value)) is not None:
                 bad.append((line_no, f"bad text: line {line_no} field {where!r} holds a lone surrogate escape "
                                      "(\\ud800-\\udfff alone is not Unicode text); fix: re-export the file with valid text"))
                 continue
@@ -222,9 +223,12 @@ def _iter_jsonl(path: Path) -> Iterator[ManifestBatch]:
         yield ManifestBatch(_table_of(rows), numbers, bad)
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # only such an escape can make a lone surrogate
+
+
 def _lone_surrogate(value, field: str = "") -> str | None:
-    """The field holding a string that is not valid Unicode (a lone surrogate, which JSON's
-    ``\\ud800`` escapes can produce and no UTF-8 can store), or None."""
+    """Where ``value`` holds a string that is not valid Unicode (a lone surrogate, which JSON's
+    ``\\ud800`` escapes can produce and no UTF-8 can store), in a key or a value; or None."""
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -232,14 +236,16 @@ def _lone_surrogate(value, field: str = "") -> str | None:
             return field or "?"
         return None
     if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, list):
-        items = ((f"{field}[{k}]", v) for k, v in enumerate(value))
-        return next((w for k, v in items if (w := _lone_surrogate(v, k)) is not None), None)
-    else:
+        for k, v in value.items():
+            here = k if not field else f"{field}.{k}"
+            if _lone_surrogate(k) is not None:
+                return f"{field + '.' if field else ''}{k.encode('utf-8', 'backslashreplace').decode()} (a key)"
+            if (where := _lone_surrogate(v, here)) is not None:
+                return where
         return None
-    return next((w for k, v in items if (w := _lone_surrogate(v, k if not field else f"{field}.{k}")) is not None),
-                None)
+    if isinstance(value, list):
+        return next((w for k, v in enumerate(value) if (w := _lone_surrogate(v, f"{field}[{k}]")) is not None), None)
+    return None
 
 
 def _table_of(rows: list[dict]) -> pa.Table:

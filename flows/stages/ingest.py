@@ -675,6 +675,25 @@ def _prune(store: Store, addresses: np.ndarray, version: int | None) -> int:
     return len(gone)
 
 
+def drop_label(store: Store, name: str) -> int:
+    """Remove label column ``name`` from items; returns the new items version.
+
+    Why: a label declared with the wrong type is stored with it, and ingest refuses to change a
+    stored type. The next ingest fills the column again as declared: every row's change key is
+    reset here, because the key hashes a label's value as text, and ``0.5`` as a class and as a
+    float read the same (the rows would be "unchanged" and the column would stay empty)."""
+    column = LABEL_PREFIX + name
+    with hold(store, "items", "drop-label"):
+        names = store.open(ITEMS).schema.names if store.exists(ITEMS) else []
+        if column not in names:
+            known = [n.removeprefix(LABEL_PREFIX) for n in names if n.startswith(LABEL_PREFIX)]
+            raise ConfigError(f"the items table has no label {name!r}" + did_you_mean(name, known)
+                              + f" (labels: {known})", fix="name a stored label (plait status lists them)")
+        store.drop_columns(ITEMS, [column])
+        retry(lambda: store.open(ITEMS).update(values_sql={"row_sha256": "'label-dropped'"}), what="drop label")
+        return store.version(ITEMS)
+
+
 def drop_source(store: Store, name: str) -> int:
     """Remove every item of source ``name`` (configured or not: a source renamed or removed from
     plait.toml leaves its items, and ingest refuses their ids to any other source), their rows

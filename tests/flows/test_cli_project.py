@@ -379,3 +379,19 @@ def test_cli_init_survives_an_image_path_that_is_a_symlink_loop(tmp_path):
     r = run("init", tmp_path / "m.csv", "--project", tmp_path)
     assert r.code == 0, r.err
     assert 'image = "image"' in (tmp_path / "plait.toml").read_text()
+
+
+def test_drop_label_then_ingest_fills_it_even_when_the_values_read_the_same_in_both_types(tmp_path):
+    """size stored as a class ("0.5"), wanted as a float (0.5): the change key hashes the value as
+    text, the same in both types, so without a reset every row looked unchanged."""
+    from store.db import Store
+
+    (tmp_path / "m.csv").write_text("id,text,size\n" + "".join(f"i{k},text {k},{k}.5\n" for k in range(4)))
+    toml = '[[sources]]\nname = "s"\nmanifest = "m.csv"\nimage = ""\nlabels = ["{}"]\n'
+    (tmp_path / "plait.toml").write_text(toml.format("size"))
+    assert run("ingest", "--project", tmp_path).code == 0
+    (tmp_path / "plait.toml").write_text(toml.format("size:float"))
+    assert run("drop-label", "size", "--project", tmp_path).code == 0
+    r = run("ingest", "--project", tmp_path, "--json")
+    assert r.code == 0 and json.loads(r.out)["ingest"][0]["written"] == 4
+    assert Store(str(tmp_path / "store")).read("items", ["label_size"]).column(0).to_pylist() == [0.5, 1.5, 2.5, 3.5]

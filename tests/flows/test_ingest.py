@@ -379,10 +379,12 @@ def test_only_an_empty_csv_cell_is_missing_not_words_like_na_or_null(store, tmp_
 def test_a_lone_surrogate_in_jsonl_rejects_its_row_and_the_rest_land(store, tmp_path):
     m = tmp_path / "m.jsonl"
     m.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": "bad \\udfff"}\n'
-                 '{"id": "c\\ud800", "text": "x"}\n{"id": "d", "text": "emoji \\ud83d\\ude00 pair"}\n')
+                 '{"id": "c\\ud800", "text": "x"}\n{"id": "d", "text": "emoji \\ud83d\\ude00 pair"}\n'
+                 '{"id": "e", "text": "x", "\\ud800": 1}\n')
     report = ingest(store, SourceConfig(name="s", manifest="x", image=None), m)
     assert sorted(store.read(ITEMS, ["id"]).column("id").to_pylist()) == ["a", "d"]
-    assert report.rejected == 2 and report.problems == {"bad text": 2}
+    assert report.rejected == 3 and report.problems == {"bad text": 3}
+    assert "(a key)" in _reasons(store)["s:row5"]
     assert "line 2 field 'text' holds a lone surrogate" in _reasons(store)["s:row2"]
 
 
