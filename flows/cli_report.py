@@ -49,7 +49,10 @@ def stage_lines(reports: dict) -> list[str]:
             shown = ", ".join(f"{kind}: {n}" for kind, n in list(problems.items())[:5])
             more = f", and {len(problems) - 5} more kinds" if len(problems) > 5 else ""
             lines.append(f"  problems by kind (rows): {shown}{more}; each row's reason and fix: plait rejects")
-        if getattr(r, "missing", 0):
+        if getattr(r, "prune_refused", False):
+            lines.append(f"  {r.missing} items of source {r.source} are not in its manifest, but no row of the manifest "
+                         "landed, so nothing was pruned (an empty or broken export looks like that); fix the manifest")
+        elif getattr(r, "missing", 0):
             lines.append(f"  {r.missing} items of source {r.source} are no longer in its manifest and were kept; "
                          f"to remove them: prune = true under its [[sources]] (or plait ingest --prune)")
     lines += ["embed " + r.summary() + f" (v{r.version})" for r in reports.get("embed", [])]

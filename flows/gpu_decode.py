@@ -126,7 +126,7 @@ class JpegBatchDecoder:
     batch does. Images the device cannot decode are handed back by index, never raised:
     the caller decodes them with PIL, which decides whether they are rejects.
 
-    :attr:`batches_progressive` declares what the device takes: on CUDA only baseline JPEGs.
+    :meth:`takes_progressive` declares what the device takes: on CUDA only baseline JPEGs.
     torchvision hands nvJPEG's hardware engine the baseline ones as one batch, but decodes every
     other JPEG (progressive, extended) one at a time, its Huffman pass on the host in the
     calling thread, under a process-wide lock and with a stream sync per image
@@ -148,7 +148,6 @@ class JpegBatchDecoder:
         self.max_pixels = max_pixels
         self.max_images = 1 << 30
         self.halvings = 0
-        self.batches_progressive = self.takes_progressive(self.device)
 
     @staticmethod
     def takes_progressive(device: str | torch.device) -> bool:

@@ -233,7 +233,10 @@ def read_checked(source: str | bytes, expected_sha256: str | None = None, *,
         if len(data) > limits.max_file_bytes:
             raise _too_big("the image bytes", len(data), limits)
     if expected_sha256 is not None and sha256_bytes(data) != expected_sha256:
-        raise _changed(name or "<inline bytes>", "holds other bytes than the ones hashed at ingest")
+        if not name:  # inline bytes live in the store itself: not a file that may come back
+            raise DecodeError("changed since ingest: the inline image bytes do not match their recorded hash",
+                              fix="re-run plait ingest")
+        raise _changed(name, "holds other bytes than the ones hashed at ingest")
     if check_pixels:
         inspect_image(data, name, limits)
     return data

@@ -89,8 +89,8 @@ class ProjectFile:
     @classmethod
     @contextmanager
     def editing(cls, root: str | Path) -> Iterator["ProjectFile"]:
-        """Open, edit, save (when the block ends without an error) under an exclusive lock on the
-        project's ``.plait.lock``. Why: commands that add to plait.toml (a source by ``plait ingest
+        """Open, edit, save (when the block ends without an error and the text changed) under an
+        exclusive lock on the project's ``.plait.lock``. Why: commands that add to plait.toml (a source by ``plait ingest
         MANIFEST``, an encoder, a default fusion) may run at once; each must re-read the file
         after the other saved, or the later save drops the earlier's entry."""
         root = Path(root)
@@ -99,8 +99,10 @@ class ProjectFile:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             pf = cls.open(root)
+            before = pf.text() if pf.existed else None
             yield pf
-            pf.save()
+            if pf.text() != before:
+                pf.save()
         finally:
             os.close(fd)  # releases the lock
 

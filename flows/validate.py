@@ -4,10 +4,10 @@ Why: a typo found by ``plait run`` an hour into an embedding is a lost hour. Thi
 a run would read, but only as far as needed to know it will work: plait.toml (strict: unknown
 sections, keys and names), each source's manifest (readable, the mapped columns present, a
 "did you mean" for a misspelled column; on a sample of its first rows, labels that never fit
-their declared type and an image column of which no value is a readable image), each encoder spec (its kind exists and it builds,
-without loading weights), fusion methods and loss weightings (registry names), tasks against
-the label columns (the sources', and the store's when it exists), and whether the store can
-be opened. Nothing is written: a local store that does not exist yet is not created.
+their declared type and an image column of which no value is a readable image), each encoder
+spec (its kind exists and it builds, without loading weights), fusion methods and loss
+weightings (registry names), tasks against the label columns (the sources', and the store's
+when it exists, with the stored label types), and whether the store can be opened. Nothing is written: a local store that does not exist yet is not created.
 """
 from __future__ import annotations
 

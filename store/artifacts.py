@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from store.errors import MissingTable
+from store.spill_dirs import spill_directory
 
 ROOT = "_artifacts"
 COMPLETE = "_COMPLETE"
@@ -73,7 +74,7 @@ class Artifacts:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             return rel
-        with tempfile.TemporaryDirectory(prefix="plait-artifact-") as tmp:
+        with spill_directory("artifact") as tmp:  # swept by the next run if this process is killed
             fill(Path(tmp))
             from store.object_store import upload_dir, write_bytes
 

@@ -27,19 +27,32 @@ def derived_tables(store: Store) -> list[str]:
     return [t for t in store.table_names() if t.startswith(DERIVED_PREFIXES)]
 
 
-def drop_orphans(store: Store, table: str, items_version_planned: int | None = None) -> int:
+def item_hashes(store: Store, version: int | None = None) -> np.ndarray:
+    """Sorted 64-bit hashes of every item id (at ``version``; latest if None)."""
+    parts = [hash64(b.column("id")) for b in
+             fragment_batches(store.open(ITEMS, version).to_lance(), ["id"], batch_size=SCAN_ROWS)]
+    return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
+
+
+def among(sorted_hashes: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Whether each of ``h`` is in ``sorted_hashes``."""
+    if not len(sorted_hashes):
+        return np.zeros(len(h), bool)
+    at = np.minimum(np.searchsorted(sorted_hashes, h), len(sorted_hashes) - 1)
+    return sorted_hashes[at] == h
+
+
+def drop_orphans(store: Store, table: str, items_version_planned: int | None = None,
+                 present: np.ndarray | None = None) -> int:
     """Delete the rows of ``table`` whose id is not in the current items, if items moved on since
-    ``items_version_planned`` (None: in any case); returns how many. Call after the last write."""
+    ``items_version_planned`` (None: in any case); returns how many. Call after the last write.
+    ``present``: :func:`item_hashes` already read (one read for several tables)."""
     if not store.exists(ITEMS) or not store.exists(table) or store.version(ITEMS) == items_version_planned:
         return 0
-    present = np.sort(np.concatenate([hash64(b.column("id")) for b in
-                                      fragment_batches(store.open(ITEMS).to_lance(), ["id"], batch_size=SCAN_ROWS)]
-                                     or [np.zeros(0, np.uint64)]))
+    present = item_hashes(store) if present is None else present
     removed = 0
     for batch in fragment_batches(store.open(table).to_lance(), ["id"], batch_size=SCAN_ROWS):  # that version
-        h = hash64(batch.column("id"))
-        at = np.minimum(np.searchsorted(present, h), max(len(present) - 1, 0))
-        gone = np.flatnonzero(present[at] != h) if len(present) else np.arange(len(h))
+        gone = np.flatnonzero(~among(present, hash64(batch.column("id"))))
         if len(gone):  # deleted a scan batch at a time: memory holds one batch of ids, not all orphans
             store.delete_ids(table, batch.column("id").take(gone).to_pylist())
             removed += len(gone)

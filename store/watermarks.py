@@ -42,6 +42,14 @@ def recorded(store: Store, stage: str, inputs: dict[str, str]) -> dict[str, Any]
     return json.loads(rows[0]["result_json"])
 
 
+def inputs_of(store: Store, stage: str) -> dict[str, str] | None:
+    """The stamps ``stage``'s last complete run recorded, or None."""
+    if not store.exists(WATERMARKS):
+        return None
+    rows = store.read(WATERMARKS, ["inputs"], where=sql.equals("id", stage)).to_pylist()
+    return json.loads(rows[0]["inputs"]) if rows else None
+
+
 def record(store: Store, stage: str, inputs: dict[str, str], result: dict[str, Any]) -> None:
     row = {"id": stage, "inputs": json.dumps(inputs, sort_keys=True), "result_json": json.dumps(result),
            "recorded_at": utcnow()}

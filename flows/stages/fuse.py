@@ -35,12 +35,12 @@ from flows.config import FusionConfig
 from fusion import FUSIONS, Fusion, load_fusion
 from flows.progress import bar
 from flows.terminal import counted
-from store import encoder_tables, registries
+from store import encoder_tables, registries, watermarks
 from store.artifacts import new_id
 from store.db import Store, now_array, vector_array, vectors_into, vectors_of
 from store.keys import hash64
 from store.lease import hold
-from store.orphans import drop_orphans
+from store.orphans import among, drop_orphans, item_hashes
 from store.lineage import labels_sha256
 from store.errors import SchemaMismatch
 from store.schema import FUSIONS as FUSIONS_TABLE, ITEMS, LABEL_PREFIX, fused_schema, fused_table_name
@@ -247,6 +247,19 @@ class _FusePlan:
     items_version: int | None = None  # items when planning began (see store.orphans)
 
 
+def _inputs_may_lag(store: Store, inputs: list[dict], items_version: int) -> bool:
+    """Whether an input table may hold rows of items that ``items`` at ``items_version`` no longer
+    has: true unless each input's last complete embed planned on exactly that items version.
+
+    Why: a prune deletes items first and their embedding rows after; a fuse planned in between
+    would fuse an item that is gone, and its own end-of-run check cannot see it (items did not
+    move during the fuse). After a normal ingest, embed, fuse, the check costs one watermark read."""
+    from flows.stages.embed import stage_name
+
+    want = watermarks.stamp(store, ITEMS, items_version)
+    return any((watermarks.inputs_of(store, stage_name(i["table"])) or {}).get("items") != want for i in inputs)
+
+
 def _plan_fuse(store: Store, cfg: FusionConfig, refit: bool) -> _FusePlan:
     items_version = store.version(ITEMS) if store.exists(ITEMS) else None  # before any input is read
     modalities = list(cfg.inputs)
@@ -276,6 +289,8 @@ def _plan_fuse(store: Store, cfg: FusionConfig, refit: bool) -> _FusePlan:
     # Walk rows in the first input's storage order: each batch then reads a contiguous range
     # of row ids (random order made the same gathers ~3x slower here).
     todo = todo[np.argsort(index.rowids[modalities[0]][todo], kind="stable")]
+    if items_version is not None and _inputs_may_lag(store, inputs, items_version):
+        todo = todo[among(item_hashes(store, items_version), index.id_hash[todo])]  # no rows for pruned items
     return _FusePlan(cfg, modalities, index, inputs, tables, dims, method, fit, fp, table, schema, whole, row_hash,
                      todo, is_new, stored_id_batches, items_version)
 

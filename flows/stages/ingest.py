@@ -40,7 +40,7 @@ from store.db import Store, constant, fragment_batches, ids_at, now_array, sha25
 from store.errors import ConfigError, SchemaMismatch, did_you_mean
 from store.keys import hash64, hex64
 from store.lease import hold
-from store.orphans import derived_tables, drop_orphans
+from store.orphans import derived_tables, drop_orphans, item_hashes
 from store.partitions import Partitions
 from store.retry import retry
 from store.schema import ITEMS, LABEL_PREFIX, REJECTS, items_schema
@@ -65,6 +65,7 @@ class IngestReport:
     items_version: int
     pruned: int = 0  # items of this source no longer in its manifest, removed
     missing: int = 0  # items of this source no longer in its manifest, kept (prune off, or no row landed)
+    prune_refused: bool = False  # prune was asked for, but no row of the manifest landed (see _ingest)
     problems: dict[str, int] = field(default_factory=dict)  # kind of problem → rows (the reasons: plait rejects)
 
 
@@ -531,6 +532,7 @@ def _ingest(store, source, manifest, prune, on_progress, base, roots, types, sch
     return IngestReport(source=source.name, rows=tally.rows, written=written, unchanged=tally.unchanged,
                         rejected=tally.rejected, partial=tally.partial, items_version=store.version(ITEMS),
                         pruned=pruned, missing=max(0, len(decisions.gone) - pruned),
+                        prune_refused=bool(prune and not staging.landed and len(decisions.gone)),
                         problems=dict(tally.kinds.most_common()))
 
 
@@ -700,7 +702,8 @@ def drop_source(store: Store, name: str) -> int:
     in every derived table and the source's rejects; returns how many items."""
     with hold(store, "items", "drop-source"):
         if not store.exists(ITEMS):
-            raise ConfigError("there is no items table yet", fix="nothing to drop")
+            raise ConfigError("there is no items table yet, so no source to drop",
+                              fix="run plait ingest first (plait status lists the sources in the store)")
         ds = store.open(ITEMS).to_lance()
         n = ds.count_rows(filter=sql.equals("source", name))
         if not n:
@@ -708,10 +711,11 @@ def drop_source(store: Store, name: str) -> int:
             raise ConfigError(f"no item belongs to source {name!r}" + did_you_mean(name, list(known))
                               + f" (sources in the store: {sorted(known)})", fix="name a source that holds items")
         retry(lambda: store.open(ITEMS).delete(sql.equals("source", name)), what="drop source")
+        present = item_hashes(store)  # read once for every derived table
         for table in derived_tables(store):
-            drop_orphans(store, table)
+            drop_orphans(store, table, present=present)
         if store.exists(REJECTS):
-            store.open(REJECTS).delete(sql.equals("source", name))
+            retry(lambda: store.open(REJECTS).delete(sql.equals("source", name)), what="drop source rejects")
         store.index_ids(ITEMS)
     return n
 
@@ -720,9 +724,11 @@ def sources_in_items(store: Store) -> dict[str, int]:
     """Items per source (``source`` column only, read in Rust's scanner)."""
     if not store.exists(ITEMS):
         return {}
-    t = store.open(ITEMS).to_lance().to_table(columns=["source"])
-    counts = pc.value_counts(t.column("source").combine_chunks())
-    return {c["values"].as_py(): c["counts"].as_py() for c in counts}
+    counts: dict[str, int] = {}
+    for batch in fragment_batches(store.open(ITEMS).to_lance(), ["source"], batch_size=SCAN_ROWS):  # flat in rows
+        for c in pc.value_counts(batch.column("source")):
+            counts[c["values"].as_py()] = counts.get(c["values"].as_py(), 0) + c["counts"].as_py()
+    return counts
 
 
 def _reject_stages(store: Store) -> list[str]:

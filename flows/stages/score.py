@@ -25,7 +25,8 @@ from store.db import Store, constant, now_array, take_rows, vector_array, vector
 from store.errors import MissingTable, SchemaMismatch
 from store.keys import hash64
 from store.lease import hold
-from store.schema import FUSIONS, HEADS, keyed, pred_table_name
+from store.orphans import drop_orphans
+from store.schema import FUSIONS, HEADS, ITEMS, keyed, pred_table_name
 
 BATCH_ROWS = 20_000
 
@@ -99,9 +100,11 @@ class _ScorePlan:
     whole: bool  # every fused row is (re)scored: written as one commit
     gone: list  # ids whose fused row is gone
     total: int
+    items_version: int | None = None  # items when planning began (see store.orphans)
 
 
 def _plan_score(store: Store, name: str) -> _ScorePlan:
+    items_version = store.version(ITEMS) if store.exists(ITEMS) else None  # before the fused rows are read
     reg = latest_head(store, name)
     check_fresh(store, reg)
     est = load_head(store.artifacts.local(reg["artifact_dir"]))
@@ -125,7 +128,7 @@ def _plan_score(store: Store, name: str) -> _ScorePlan:
     whole = not same_schema or (todo.num_rows == fused.num_rows and pred.num_rows > 0)
     if not store.exists(table):
         store.ensure(table, schema)
-    return _ScorePlan(reg, table, schema, features.version, todo, whole, gone, fused.num_rows)
+    return _ScorePlan(reg, table, schema, features.version, todo, whole, gone, fused.num_rows, items_version)
 
 
 def _predictions(est: MultiTaskHeads, version: int, rows: pa.Table, X: np.ndarray) -> pa.Table:
@@ -181,6 +184,7 @@ def _score(store: Store, name: str) -> ScoreReport:
 def _finish_score(store: Store, p: _ScorePlan) -> ScoreReport:
     if p.gone and not p.whole:  # their fused row is gone (an item was removed)
         store.delete_ids(p.table, p.gone)
+    drop_orphans(store, p.table, p.items_version)  # items pruned while this run scored them
     return ScoreReport(head=p.reg["name"], head_version=p.reg["version"], table=p.table,
                        features_table=p.reg["features_table"], features_version=p.features_version,
                        scored=p.todo.num_rows, unchanged=p.total - p.todo.num_rows, version=store.version(p.table))

@@ -160,6 +160,33 @@ def test_a_prune_while_embed_and_fuse_run_leaves_no_orphan_rows(store, dataset):
     assert fused.removed == 1 and not back & set(_ids(store, "fused__f")) and len(_ids(store, "fused__f")) == 76
 
 
+def test_a_fuse_planned_between_a_prunes_item_delete_and_its_derived_deletes_fuses_no_pruned_item(store, dataset):
+    """Prune deletes items, then derived rows. A fuse that plans in between reads embedding
+    rows of an item that is gone, and items do not move during the fuse, so its end-of-run
+    check sees nothing: it must not fuse ids the items no longer hold (found in review)."""
+    import flows.stages.fuse as fuse_stage
+
+    ingest(store, SOURCE, dataset)
+    embed(store, "text", "counting:1", encoder=CountingTextEncoder())
+    embed(store, "image", "classic:color")
+    x = "item-0005"
+    store.delete_ids(ITEMS, [x])  # prune, step 1
+    real = fuse_stage._fused_batches
+
+    def fused_batches(*args, **kwargs):  # prune, step 2, once fuse has planned
+        for t in store.table_names():
+            if t.startswith(("emb__", "fused__")):
+                store.delete_ids(t, [x])
+        yield from real(*args, **kwargs)
+
+    fuse_stage._fused_batches = fused_batches
+    try:
+        report = fuse(store, FusionConfig(name="f"))
+    finally:
+        fuse_stage._fused_batches = real
+    assert x not in set(_ids(store, "fused__f")) and report.fused == 79
+
+
 def test_removed_text_removes_its_vector_and_the_fused_row_masks_it(built):
     store, dataset = built
 

@@ -315,7 +315,9 @@ def test_prune_with_a_manifest_of_which_no_row_landed_removes_nothing(store, tmp
     empty.write_text("id,text\n")
     bad.write_text("id,text\n,no id\nd,\n")
     ingest(store, source, full)
-    assert ingest(store, source, empty).pruned == 0 and ingest(store, source, bad).pruned == 0
+    refused = ingest(store, source, empty)
+    assert (refused.pruned, refused.missing, refused.prune_refused) == (0, 3, True)
+    assert ingest(store, source, bad).pruned == 0
     assert sorted(store.read(ITEMS, ["id"]).column("id").to_pylist()) == ["a", "b", "c"]
     partial = tmp_path / "partial.csv"
     partial.write_text("id,text\na,one\n")
