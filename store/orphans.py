@@ -6,7 +6,9 @@ brings the item back into the table as an orphan (embed vectors of 2,000 pruned 
 fused and returned by queries, in a tester's run). So a stage that planned on an older items
 version than the current one ends by removing the ids of its table that items no longer holds.
 Prune deletes items first and derived rows after, and the stage checks after its last write, so
-every interleaving ends without orphans.
+for embed, which plans from items itself, every interleaving ends without orphans. Fuse and score
+plan from tables that may lag items: fuse also filters what it writes when an input may lag
+(``flows.stages.fuse._inputs_may_lag``); score's remaining window is in docs/NOTES.md.
 
 Ids are compared as 64-bit hashes (8 bytes a row on each side; a collision could only keep an
 orphan, with probability ~n²/2⁶⁵); the strings are read back only for the orphans.
