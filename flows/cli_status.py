@@ -9,6 +9,7 @@ stale and how to fix it; indexes; rejects by stage and reason, and the most rece
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from flows.cli_report import num
@@ -168,7 +169,7 @@ def status_text(p: dict) -> str:
                          f"(fix: {entry['fix']})")
     for name, n in sorted(p.get("unconfigured_sources", {}).items()):
         lines.append(f"source {terminal_safe(name)} is not in plait.toml but holds {n} items (renamed or removed?): "
-                     f"plait drop-source {terminal_safe(name)} removes them")
+                     f"plait drop-source {terminal_safe(shlex.quote(name))} removes them")
     if p["rejects_by_reason"]:
         lines += ["rejects by stage and reason:"]
         lines += [f"  {terminal_safe(k)}: {v}" for k, v in p["rejects_by_reason"].items()]

@@ -19,7 +19,9 @@ def cmd_repair(args, out) -> int:
     lines = [f"{t}: {n} repeated rows removed (one row per id kept, one commit)" for t, n in r.tables.items()]
     lines += [f"index of {t} rebuilt" for t in r.indexes_rebuilt]
     lines += [f"artifact moved under the store: {m}" for m in r.artifacts_moved]
-    out(args, dataclasses.asdict(r), "\n".join(lines) or "nothing to repair: every table holds one row per id")
+    lines += [f"{t}: {n} rows removed whose item is no longer in items" for t, n in r.orphans.items()]
+    out(args, dataclasses.asdict(r), "\n".join(lines)
+        or "nothing to repair: every table holds one row per id, and every derived row's item exists")
     return 0
 
 
@@ -51,12 +53,15 @@ def cmd_drop_source(args, out) -> int:
     from flows.stages.ingest import drop_source
 
     cfg, store = open_project(Path(args.project).resolve())
-    n = drop_source(store, args.source)
+    dropped = drop_source(store, args.source)
     still = args.source in [s.name for s in cfg.sources]
     note = (f"; source {args.source} is still in plait.toml, so the next plait ingest brings its items back "
             f"(remove its [[sources]] entry to keep them out)" if still else "")
-    out(args, {"dropped": args.source, "items": n, "still_configured": still},
-        f"source {args.source}: {n} items removed, with their rows in every derived table and their rejects{note}")
+    what = (f"{dropped.items} items removed, with their rows in every derived table and their rejects"
+            if dropped.items else f"no items left (an earlier drop-source was stopped part way); finished it: "
+            f"{dropped.derived_rows} derived rows and {dropped.rejects} rejects removed")
+    out(args, {"dropped": args.source, **dataclasses.asdict(dropped), "still_configured": still},
+        f"source {args.source}: {what}{note}")
     return 0
 
 
@@ -64,7 +69,8 @@ def add_commands(add, out) -> None:
     def bind(fn):
         return lambda args: fn(args, out)
 
-    add("repair", bind(cmd_repair), "one row per id in every table (a store with repeated ids), stale indexes rebuilt")
+    add("repair", bind(cmd_repair), "one row per id in every table (a store with repeated ids), stale indexes "
+                                    "rebuilt, derived rows of removed items deleted")
     sp = add("drop-label", bind(cmd_drop_label), "remove a label column from items (to change its type)")
     sp.add_argument("label", help="the label's name, as in plait.toml's labels")
     sp = add("drop-source", bind(cmd_drop_source), "remove every item of a source (renamed or removed from "

@@ -369,6 +369,8 @@ def decode_image(source: str | bytes, size: int = 224, *, limits: ImageLimits = 
 
 
 # --- ingest: what a manifest's image cell refers to ----------------------------------------
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # http://, s3://, gs://, file://...
+
 def image_ref(value, roots: list[Path], base: Path, problems: list[str], *,
               limits: ImageLimits = DEFAULT_LIMITS) -> tuple[str | None, bytes | None, str | None]:
     """(uri, inline bytes, sha256) for a manifest's path or bytes value; problems are appended
@@ -388,6 +390,10 @@ def image_ref(value, roots: list[Path], base: Path, problems: list[str], *,
             problems.append(problem)
             return None, None, None
         return None, data, sha256_bytes(data)
+    if _URL.match(str(value)):
+        problems.append(f"unsupported image URL: {str(value)[:200]} (ingest reads local files, not URLs); fix: "
+                        "download the files first and put their local paths in the manifest")
+        return None, None, None
     p = Path(str(value)).expanduser()
     try:
         p = (p if p.is_absolute() else base / p).resolve()

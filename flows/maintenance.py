@@ -3,7 +3,8 @@
 - :func:`repair` makes a store that holds repeated ids (written before the writer model, or by
   hand) whole again: one row per id in every keyed table, each table rewritten in one commit
   under its lease; indexes of repaired tables are rebuilt; artifacts that registries name by
-  an absolute path (older plait) are copied under the store and the rows re-pointed.
+  an absolute path (older plait) are copied under the store and the rows re-pointed; rows of
+  derived tables whose item is gone (a killed prune or drop-source) are removed.
 - :func:`optimize` compacts small fragments and removes versions older than a cut-off,
   except every version a registry pins (tagged first, so Lance's cleanup skips them).
 - :func:`staleness` says which heads, fusions and indexes no longer match what they read.
@@ -19,6 +20,7 @@ from pathlib import Path
 from store import registries
 from store.db import Store
 from store.lease import hold
+from store.orphans import derived_tables, drop_orphans, item_hashes
 from store.schema import ENCODERS, FUSIONS, HEADS, ITEMS, key_of
 
 
@@ -27,6 +29,7 @@ class RepairReport:
     tables: dict = field(default_factory=dict)  # table → rows dropped
     indexes_rebuilt: list = field(default_factory=list)
     artifacts_moved: list = field(default_factory=list)
+    orphans: dict = field(default_factory=dict)  # derived table → rows removed whose item is gone
 
 
 def _lease_name(table: str) -> str:
@@ -60,7 +63,20 @@ def repair(store: Store) -> RepairReport:
             VectorSearch(store, table).build_index(meta.get("kind", "hnsw"), rebuild=True)
             out.indexes_rebuilt.append(table)
     out.artifacts_moved = _relocate_artifacts(store)
+    out.orphans = remove_orphans(store)
     return out
+
+
+def remove_orphans(store: Store) -> dict[str, int]:
+    """Rows of derived tables whose item is gone: left by a prune or drop-source that was killed
+    between its item delete and its derived deletes (a re-run of either also finishes the job).
+    Under the items lease, so no prune moves items while the ids are compared."""
+    if not store.exists(ITEMS):
+        return {}
+    with hold(store, "items", "repair"):
+        present = item_hashes(store)
+        removed = {t: drop_orphans(store, t, present=present) for t in derived_tables(store)}
+    return {t: n for t, n in removed.items() if n}
 
 
 def _relocate_artifacts(store: Store) -> list[str]:

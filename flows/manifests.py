@@ -92,16 +92,53 @@ def _iter_parquet(path: Path) -> Iterator[ManifestBatch]:
 
 
 # --- CSV -------------------------------------------------------------------------------------
+CSV_BLOCK_BYTES = (1 << 22, 1 << 26, 1 << 28)  # 4 MB; a row longer than a block retries with the next
+
+
+@dataclass
+class _CsvProgress:
+    rows: int = 0  # data rows yielded (good and bad), so a retry skips them
+    ragged: int = 0  # ragged rows yielded
+
+
+class _RowLongerThanBlock(Exception):
+    pass
+
+
 def _iter_csv(path: Path) -> Iterator[ManifestBatch]:
     """pyarrow's CSV reader (fast, streamed) with every column read as bytes: ragged rows are
     collected through ``invalid_row_handler`` and bytes that are not UTF-8 are found per value,
-    so neither stops the file."""
-    from pyarrow import csv
-
+    so neither stops the file. A row longer than the 4 MB block (one huge cell) makes pyarrow
+    stop with "straddling object"; the file is then read again with a larger block from where
+    it stopped, so the common case keeps small batches and flat memory."""
     if path.stat().st_size == 0:
         raise ManifestError(f"manifest {path} is empty", fix="write a header row (id,text,image,...) and one row per item")
+    try:
+        with open(path, "rb") as f:
+            header = f.readline()
+        names = next(iter(_csv_header(header, path)))
+    except StopIteration:
+        raise ManifestError(f"manifest {path} has no header row", fix="write a header row first") from None
+    done = _CsvProgress()
+    for block in CSV_BLOCK_BYTES:
+        try:
+            yield from _csv_pass(path, names, block, done)
+            return
+        except _RowLongerThanBlock:
+            continue
+    raise ManifestError(f"manifest {path}: a row after data row {done.rows} is longer than "
+                        f"{CSV_BLOCK_BYTES[-1] >> 20} MB (one huge field, or an unclosed quote that swallows "
+                        f"the rest of the file)", fix="close the quote, or keep such content in a file the "
+                        "manifest names; nothing after that row was ingested") from None
+
+
+def _csv_pass(path: Path, names: list[str], block: int, done: _CsvProgress) -> Iterator[ManifestBatch]:
+    """One read of the CSV with ``block``-byte blocks, skipping the rows ``done`` counts."""
+    from pyarrow import csv
+
     ragged: list[tuple[int, str]] = []
     unnumbered = itertools.count(1)
+    skip_rows, skip_ragged = done.rows, done.ragged
 
     def on_invalid(row) -> str:
         # pyarrow knows no line numbers when values may hold newlines: such rows are numbered
@@ -113,16 +150,17 @@ def _iter_csv(path: Path) -> Iterator[ManifestBatch]:
                        f"{row.expected_columns}; fix: quote fields that contain commas, or fix the row"))
         return "skip"
 
-    try:
-        with open(path, "rb") as f:
-            header = f.readline()
-        names = next(iter(_csv_header(header, path)))
-    except StopIteration:
-        raise ManifestError(f"manifest {path} has no header row", fix="write a header row first") from None
+    def new_ragged() -> list:
+        nonlocal skip_ragged
+        out = _take(ragged)
+        dropped, skip_ragged = min(skip_ragged, len(out)), skip_ragged - min(skip_ragged, len(out))
+        done.ragged += len(out) - dropped
+        return out[dropped:]
+
     try:
         reader = csv.open_csv(
             path,
-            read_options=csv.ReadOptions(block_size=1 << 22),
+            read_options=csv.ReadOptions(block_size=block),
             parse_options=csv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=True),
             # only an empty cell is missing: pyarrow's default null words (NA, null, nan, N/A,
             # #N/A, NULL...) are ids (NA is Namibia), texts and labels like any other
@@ -130,6 +168,8 @@ def _iter_csv(path: Path) -> Iterator[ManifestBatch]:
                                                strings_can_be_null=True, quoted_strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, OSError) as e:
+        if "straddling" in str(e):
+            raise _RowLongerThanBlock from None
         raise ManifestError(f"manifest {path} is not a readable CSV file ({_first_line(e)})",
                             fix="save it as UTF-8 CSV with a header row") from None
     row = 1
@@ -138,18 +178,28 @@ def _iter_csv(path: Path) -> Iterator[ManifestBatch]:
             table = pa.Table.from_batches([batch])
             numbers = list(range(row, row + table.num_rows))
             row += table.num_rows
+            if skip_rows:  # yielded by a pass with a smaller block
+                cut = min(skip_rows, table.num_rows)
+                skip_rows -= cut
+                table, numbers = table.slice(cut), numbers[cut:]
             table, bad = _utf8_columns(table, numbers)
             keep = [k for k in range(len(numbers)) if k not in bad]
             bad_rows = [(numbers[k], reason) for k, reason in bad.items()]
             if bad:
                 table = table.take(pa.array(keep, pa.int64()))
                 numbers = [numbers[k] for k in keep]
-            yield ManifestBatch(table, numbers, bad_rows + _take(ragged))
+            more = new_ragged()
+            done.rows = row - 1
+            if table.num_rows or bad_rows or more:
+                yield ManifestBatch(table, numbers, bad_rows + more)
     except (pa.ArrowInvalid, OSError) as e:
+        if "straddling" in str(e):
+            raise _RowLongerThanBlock from None
         raise ManifestError(f"manifest {path} could not be read after row {row - 1} ({_first_line(e)})",
                             fix="save it as UTF-8 CSV; nothing from it was ingested") from None
-    if ragged:
-        yield ManifestBatch(pa.table({n: pa.array([], pa.string()) for n in names}), [], _take(ragged))
+    more = new_ragged()
+    if more:
+        yield ManifestBatch(pa.table({n: pa.array([], pa.string()) for n in names}), [], more)
 
 
 def _csv_header(header: bytes, path: Path):

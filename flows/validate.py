@@ -71,6 +71,7 @@ def _source_check(cfg: ProjectConfig, src) -> str:
 
 
 SAMPLE_ROWS = 2000  # rows of a manifest's first batch whose values are checked
+SPARSE_LABELS = 20  # a label present in fewer than 1 in 20 sampled rows gets a note
 IMAGE_SAMPLE = 50  # image cells read (each file is read and its header checked, as ingest does)
 
 
@@ -100,6 +101,9 @@ def _label_sample(src, sample, name: str, kind: str) -> str | None:
                           fix=f"declare it as {other} in labels, or point it at the column you meant")
     if bad:
         return f"{bad} of {present} sampled {name!r} values are not {kind}: those rows land without it (plait rejects)"
+    if present * SPARSE_LABELS < len(col):
+        return (f"only {present} of the first {len(col)} rows have a {name!r} value: the rest are unlabelled for that "
+                f"task (fine for partial labels; if unexpected, check the column)")
     return None
 
 
@@ -121,11 +125,15 @@ def _image_sample(cfg: ProjectConfig, src, manifest: Path, col) -> str | None:
             failed.append((v, problems[0].split("; fix:")[0]))
     if len(failed) == len(cells):
         value, why = failed[0]
-        shown = value if isinstance(value, str) else f"{len(value)} bytes"
-        raise ConfigError(f"source {src.name!r}: image column {src.image!r}: none of the first {len(cells)} values is "
-                          f"a readable image (e.g. {str(shown)[:80]!r}: {why})",
-                          fix=f"map image = to the column of image files (paths relative to {base}, or absolute "
+        inline = not isinstance(value, str)
+        shown = f"{len(value)} bytes" if inline else value
+        fix = ("map image = to the column of image bytes (PNG, JPEG, WebP...), or re-export the images into it"
+               if inline else f"map image = to the column of image files (paths relative to {base}, or absolute "
                               f"under allowed_roots), or fix the paths")
+        if not inline and "unsupported image URL" in why:
+            fix = "download the images and put their local paths in the manifest (ingest does not fetch URLs)"
+        raise ConfigError(f"source {src.name!r}: image column {src.image!r}: none of the first {len(cells)} values is "
+                          f"a readable image (e.g. {str(shown)[:80]!r}: {why})", fix=fix)
     if failed:
         return f"{len(failed)} of {len(cells)} sampled images are not readable: those rows land without one (plait rejects)"
     return None

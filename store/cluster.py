@@ -18,7 +18,8 @@ import pyarrow as pa
 from store.db import Store, vector_array, vectors_of
 from store.errors import BadQuery
 from store.exact import normalized
-from store.schema import vector_type
+from store.orphans import drop_orphans
+from store.schema import ITEMS, vector_type
 
 CLUSTER_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -77,6 +78,7 @@ def cluster(store: Store, table: str, config: ClusterConfig = ClusterConfig()) -
     from sklearn.metrics import silhouette_score
 
     started = time.perf_counter()
+    items_planned = store.version(ITEMS) if store.exists(ITEMS) else None  # see store.orphans
     tbl = store.open(table)
     version, rows = tbl.version, tbl.count_rows()
     if rows < config.k:
@@ -121,6 +123,8 @@ def cluster(store: Store, table: str, config: ClusterConfig = ClusterConfig()) -
                             "source_table": [table] * len(x), "source_version": np.full(len(x), version, np.int64)})
 
     out_version = store.replace(out_name, assigned(), CLUSTER_SCHEMA)
+    if drop_orphans(store, out_name, items_planned):  # a prune or drop-source ran meanwhile: its items stay gone
+        out_version = store.version(out_name)
     centres = km.cluster_centers_.astype(np.float32)
     cent_version = store.replace(centroids_name, [pa.table({
         "cluster": np.arange(config.k, dtype=np.int32), "vector": vector_array(centres), "size": sizes,

@@ -20,6 +20,8 @@ from scipy.sparse.csgraph import connected_components
 from store.db import Store
 from store.errors import BadQuery
 from store.index import HnswConfig, HnswIndex
+from store.orphans import drop_orphans
+from store.schema import ITEMS
 
 DEDUP_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -62,6 +64,7 @@ def find_duplicates(store: Store, table: str, threshold: float = 0.95, neighbour
         raise BadQuery(f"threshold {threshold} is not a cosine similarity", fix="use a value in [-1, 1], e.g. 0.95")
     if neighbours < 1:
         raise BadQuery(f"neighbours={neighbours}", fix="use 1 or more")
+    items_planned = store.version(ITEMS) if store.exists(ITEMS) else None  # see store.orphans
     if index is None or index.version != store.open(table).version:
         index, method = _neighbour_source(store, table)
     else:
@@ -112,6 +115,8 @@ def find_duplicates(store: Store, table: str, threshold: float = 0.95, neighbour
                             "threshold": np.full(len(c), threshold, np.float32)})
 
     out_version = store.replace(out, batches(), DEDUP_SCHEMA)
+    if drop_orphans(store, out, items_planned):  # a prune or drop-source ran meanwhile: its items stay gone
+        out_version = store.version(out)
     multi = np.flatnonzero(sizes >= 2)
     examples = []
     for c in multi[np.argsort(-sizes[multi])][:5]:

@@ -6,6 +6,7 @@ known-bad file costs nothing on the next scheduled run.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -25,8 +26,12 @@ class Reject:
 
 
 def record(store: Store, rejects: list[Reject]) -> None:
+    """Upsert one verdict per (stage, id). Several rejects of one id in a call (an id repeated in
+    a manifest and also owned by another source) become one row with their reasons joined: the
+    merge refuses two source rows for one key."""
     if not rejects:
         return
+    rejects = _one_per_key(rejects)
     table = pa.table({
         "key": [f"{r.stage}|{r.id}" for r in rejects],
         "id": [r.id for r in rejects],
@@ -37,6 +42,17 @@ def record(store: Store, rejects: list[Reject]) -> None:
         "at": now_array(len(rejects)),
     })
     store.upsert(REJECTS, table, REJECTS_SCHEMA, key="key")
+
+
+def _one_per_key(rejects: list[Reject]) -> list[Reject]:
+    by_key: dict[tuple[str, str], Reject] = {}
+    for r in rejects:
+        had = by_key.get((r.stage, r.id))
+        if had is None:
+            by_key[(r.stage, r.id)] = r
+        elif r.reason not in had.reason.split("; "):
+            by_key[(r.stage, r.id)] = dataclasses.replace(had, reason=f"{had.reason}; {r.reason}")
+    return list(by_key.values())
 
 
 def known(store: Store, stage: str, source: str | None = None) -> dict[str, str | None]:

@@ -22,6 +22,7 @@ with their rows in embedding, fused and prediction tables.
 from __future__ import annotations
 
 import json
+import shlex
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -553,7 +554,7 @@ def _verdicts(b: _Batch, decided: np.ndarray, existing: _Existing, source: Sourc
         name, owner = b.rows.column("id")[int(j)].as_py(), existing.sources[int(decided["code"][j])]
         verdicts[k] = (f"id owned by another source: {name!r} already belongs to source {owner!r}, not "
                        f"{source.name!r}; fix: make ids unique across sources (e.g. prefix them), or remove it "
-                       f"from {owner!r} first (plait drop-source {owner} removes all of that source's items)")
+                       f"from {owner!r} first (plait drop-source {shlex.quote(owner)} removes all of that source's items)")
     return keep, verdicts
 
 
@@ -696,28 +697,40 @@ def drop_label(store: Store, name: str) -> int:
         return store.version(ITEMS)
 
 
-def drop_source(store: Store, name: str) -> int:
+@dataclass
+class SourceDropped:
+    items: int  # items of the source removed
+    derived_rows: int  # rows of derived tables whose item is gone (this source's, or left by a killed run)
+    rejects: int  # the source's verdicts removed
+
+
+def drop_source(store: Store, name: str) -> SourceDropped:
     """Remove every item of source ``name`` (configured or not: a source renamed or removed from
     plait.toml leaves its items, and ingest refuses their ids to any other source), their rows
-    in every derived table and the source's rejects; returns how many items."""
+    in every derived table and the source's rejects. Items go first: a run killed after that
+    is finished by running it again (its items are gone, its derived rows and rejects are not)."""
     with hold(store, "items", "drop-source"):
         if not store.exists(ITEMS):
             raise ConfigError("there is no items table yet, so no source to drop",
                               fix="run plait ingest first (plait status lists the sources in the store)")
         ds = store.open(ITEMS).to_lance()
         n = ds.count_rows(filter=sql.equals("source", name))
-        if not n:
+        if n:
+            retry(lambda: store.open(ITEMS).delete(sql.equals("source", name)), what="drop source")
+        present = item_hashes(store)  # read once for every derived table
+        derived = sum(drop_orphans(store, table, present=present) for table in derived_tables(store))
+        verdicts = 0
+        if store.exists(REJECTS):
+            verdicts = store.open(REJECTS).count_rows(filter=sql.equals("source", name))
+            if verdicts:
+                retry(lambda: store.open(REJECTS).delete(sql.equals("source", name)), what="drop source rejects")
+        if not (n or derived or verdicts):
             known = sources_in_items(store)
             raise ConfigError(f"no item belongs to source {name!r}" + did_you_mean(name, list(known))
                               + f" (sources in the store: {sorted(known)})", fix="name a source that holds items")
-        retry(lambda: store.open(ITEMS).delete(sql.equals("source", name)), what="drop source")
-        present = item_hashes(store)  # read once for every derived table
-        for table in derived_tables(store):
-            drop_orphans(store, table, present=present)
-        if store.exists(REJECTS):
-            retry(lambda: store.open(REJECTS).delete(sql.equals("source", name)), what="drop source rejects")
-        store.index_ids(ITEMS)
-    return n
+        if n:
+            store.index_ids(ITEMS)
+    return SourceDropped(items=n, derived_rows=derived, rejects=verdicts)
 
 
 def sources_in_items(store: Store) -> dict[str, int]:

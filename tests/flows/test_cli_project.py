@@ -319,6 +319,37 @@ def test_cli_validate_catches_an_image_column_that_holds_no_image(tmp_path):
     assert "missing file" in detail["detail"] and "map image =" in detail["fix"]
 
 
+def test_cli_validate_and_ingest_say_image_urls_must_be_downloaded_first(tmp_path):
+    rows = ["sku,title,url"] + [f"s{k},thing {k},https://cdn.example.com/{k}.jpg" for k in range(5)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "plait.toml").write_text('[[sources]]\nname = "shop"\nmanifest = "m.csv"\nid = "sku"\n'
+                                         'text = "title"\nimage = "url"\n')
+    r = run("validate", "--project", tmp_path, "--json")
+    detail = _problems(r)["source shop"]
+    assert r.code == 2 and "unsupported image URL" in detail["detail"] and "download the images" in detail["fix"]
+    assert "fix the paths" not in detail["fix"]
+    ingested = run("ingest", "--project", tmp_path)
+    assert ingested.code == 0 and "unsupported image URL" in run("rejects", "--project", tmp_path).out
+
+
+def test_cli_validate_on_an_image_bytes_column_names_bytes_not_paths(tmp_path):
+    (tmp_path / "plait.toml").write_text('[[sources]]\nname = "b"\nmanifest = "m.parquet"\ntext = "t"\n'
+                                         'image = "blob"\n')
+    pq.write_table(pa.table({"id": ["a", "b"], "t": ["x", "y"], "blob": [b"not an image", b"neither"]}),
+                   tmp_path / "m.parquet")
+    detail = _problems(run("validate", "--project", tmp_path, "--json"))["source b"]
+    assert "column of image bytes" in detail["fix"] and "fix the paths" not in detail["fix"]
+
+
+def test_cli_validate_notes_a_label_that_almost_no_sampled_row_has(tmp_path):
+    rows = ["id,text,kind"] + [f"i{k},text {k},{'rare' if k == 0 else ''}" for k in range(100)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "plait.toml").write_text('[[sources]]\nname = "s"\nmanifest = "m.csv"\nimage = ""\n'
+                                         'labels = ["kind"]\n')
+    r = run("validate", "--project", tmp_path)
+    assert r.code == 0 and "only 1 of the first 100 rows have a 'kind' value" in r.out
+
+
 def test_a_label_stored_with_the_wrong_type_can_be_dropped_and_ingested_again(tmp_path):
     """The newcomer's dead end: ingest stored category as float (every value null), then refused
     the fixed declaration. validate now says so before ingest, and drop-label is the way out."""
@@ -342,6 +373,21 @@ def test_a_label_stored_with_the_wrong_type_can_be_dropped_and_ingested_again(tm
     assert sorted(set(labels)) == ["bags", "hats", "shoes"]
 
 
+def test_the_drop_source_hint_is_a_command_that_runs_when_the_name_has_a_space(tmp_path):
+    import shlex
+
+    (tmp_path / "m.csv").write_text("id,text\na,x\nb,y\n")
+    (tmp_path / "plait.toml").write_text('[[sources]]\nname = "my shop"\nmanifest = "m.csv"\nimage = ""\n')
+    assert run("ingest", "--project", tmp_path).code == 0
+    (tmp_path / "plait.toml").write_text('[[sources]]\nname = "shop"\nmanifest = "m.csv"\nimage = ""\n')
+    out = run("status", "--project", tmp_path).out
+    hint = next(line for line in out.splitlines() if "plait drop-source" in line)
+    command = shlex.split(hint.split(": ", 1)[1].removesuffix(" removes them"))
+    assert command == ["plait", "drop-source", "my shop"]
+    dropped = run(*command[1:], "--project", tmp_path)
+    assert dropped.code == 0 and "2 items removed" in dropped.out
+
+
 def test_a_renamed_source_can_be_dropped_and_its_items_ingested_under_the_new_name(tmp_path):
     import fake_encoders  # noqa: F401  (the "counting" text encoder)
     from store.db import Store
@@ -356,7 +402,7 @@ def test_a_renamed_source_can_be_dropped_and_its_items_ingested_under_the_new_na
     refused = run("ingest", "--project", tmp_path)
     assert refused.code == 0 and "id owned by another source: 6" in refused.out
     status = run("status", "--project", tmp_path)
-    assert "source s is not in plait.toml but holds 6 items" in status.out and "plait drop-source s" in status.out
+    assert "source s is not in plait.toml but holds 6 items" in status.out and "plait drop-source s " in status.out
     typo = run("drop-source", "z", "--project", tmp_path)
     assert typo.code == 2 and "no item belongs to source 'z'" in typo.err
     dropped = run("drop-source", "s", "--project", tmp_path)

@@ -202,6 +202,20 @@ def test_ingest_normalises_ids_rejects_non_finite_labels_and_foreign_ids(store, 
     assert store.read(ITEMS, where="id = 'caf\u00e9'").to_pylist()[0]["text"] == "x"  # not overwritten
 
 
+def test_an_id_repeated_in_a_manifest_and_owned_by_another_source_is_one_reject(store, tmp_path):
+    """Both rows of the repeat are refused (foreign), one of them also as a repeat: one verdict
+    row for the id with both reasons, not a crash of the rejects merge (two source rows, one key)."""
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text('{"id": "x1", "text": "mine"}\n')
+    ingest(store, SourceConfig(name="a", manifest="x", image=None), a)
+    b.write_text('{"id": "x1", "text": "one"}\n{"id": "x1", "text": "two"}\n{"id": "ok", "text": "fine"}\n')
+    report = ingest(store, SourceConfig(name="b", manifest="x", image=None), b)
+    assert report.written == 1 and report.rejected == 2
+    rows = [r for r in store.read("rejects").to_pylist() if r["id"] == "x1"]
+    assert len(rows) == 1 and "already belongs to source 'a'" in rows[0]["reason"]
+    assert store.read(ITEMS, where="id = 'x1'").to_pylist()[0]["text"] == "mine"
+
+
 def test_ingest_prune_on_a_source_removes_only_its_missing_items(store, tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text('{"id": "a1", "text": "x"}\n{"id": "a2", "text": "y"}\n')
@@ -419,3 +433,29 @@ def test_each_ragged_csv_row_is_its_own_reject(store, tmp_path):
     report = ingest(store, SourceConfig(name="s", manifest="x", image=None), m)
     assert report.rejected == 2 and sorted(store.read(ITEMS, ["id"]).column("id").to_pylist()) == ["a", "d"]
     assert len([k for k in _reasons(store) if k.startswith("s:unnumbered-row")]) == 2
+
+
+def test_a_csv_cell_longer_than_the_read_block_is_read_once_not_refused(store, tmp_path, monkeypatch):
+    """One 12 MB cell (a pasted document) made pyarrow stop the whole file with "straddling
+    object" at the 4 MB block: the rows after it are read with a larger block, none twice."""
+    m = tmp_path / "m.csv"
+    big = "word " * (12 << 18)
+    m.write_text("id,text\n" + "".join(f"a{i},one {i}\n" for i in range(50)) + f'big,"{big}"\n'
+                 + "rag,x,y\n" + "".join(f"b{i},two {i}\n" for i in range(50)))
+    report = ingest(store, SourceConfig(name="s", manifest="x", image=None), m)
+    assert (report.rows, report.written, report.rejected) == (102, 101, 1)
+    ids = store.read(ITEMS, ["id"]).column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == 101
+    assert len(store.read(ITEMS, ["text"], where="id = 'big'").column("text")[0].as_py()) >= 12 << 20
+    assert list(_reasons(store)) == ["s:unnumbered-row1"]
+
+
+def test_a_csv_row_longer_than_the_largest_block_names_where_it_starts(store, tmp_path, monkeypatch):
+    from flows import manifests
+    from flows.manifests import ManifestError
+
+    monkeypatch.setattr(manifests, "CSV_BLOCK_BYTES", (1 << 12, 1 << 14))
+    m = tmp_path / "m.csv"
+    m.write_text("id,text\n" + "".join(f"a{i},one\n" for i in range(10)) + 'open,"never closed\n' + "z" * 40000)
+    with pytest.raises(ManifestError, match=r"a row after data row 10 is longer than 0 MB.*unclosed quote"):
+        ingest(store, SourceConfig(name="s", manifest="x", image=None), m)
