@@ -141,6 +141,7 @@ def cmd_dedup(args, out) -> int:
              f"{r.groups} groups holding {r.rows_in_groups} rows (largest {r.largest_group}), {r.seconds:.2f} s",
              f"group id per row -> {r.output_table}@v{r.output_version}"]
     lines += ["  " + ", ".join(terminal_safe(x) for x in g) for g in r.examples]
+    lines += _removed_meanwhile(r.orphans_removed, "dedup")
     out(args, dataclasses.asdict(r), "\n".join(lines))
     return 0
 
@@ -158,8 +159,14 @@ def cmd_cluster(args, out) -> int:
              f"cluster id per row -> {r.output_table}@v{r.output_version}; centroids -> "
              f"{r.centroids_table}@v{r.centroids_version}",
              "largest clusters: " + ", ".join(f"#{c} ({r.sizes[c]})" for c in r.largest)]
+    lines += _removed_meanwhile(r.orphans_removed, "cluster")
     out(args, dataclasses.asdict(r), "\n".join(lines))
     return 0
+
+
+def _removed_meanwhile(n: int, command: str) -> list[str]:
+    return [f"{n} rows left out: their items were removed while this ran (a prune or drop-source); the counts "
+            f"above include them and plait status shows this result as stale until plait {command} runs again"] if n else []
 
 
 def add_commands(add, out) -> None:

@@ -19,7 +19,7 @@ from store.db import Store, vector_array, vectors_of
 from store.errors import BadQuery
 from store.exact import normalized
 from store.orphans import drop_orphans
-from store.schema import ITEMS, vector_type
+from store.schema import vector_type
 
 CLUSTER_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -67,6 +67,7 @@ class ClusterReport:
     centroids_version: int
     seconds: float
     largest: list[int] = field(default_factory=list)
+    orphans_removed: int = 0  # rows of items a prune removed while this ran (counts above are of the snapshot)
 
 
 def cluster_table_names(table: str) -> tuple[str, str]:
@@ -78,7 +79,6 @@ def cluster(store: Store, table: str, config: ClusterConfig = ClusterConfig()) -
     from sklearn.metrics import silhouette_score
 
     started = time.perf_counter()
-    items_planned = store.version(ITEMS) if store.exists(ITEMS) else None  # see store.orphans
     tbl = store.open(table)
     version, rows = tbl.version, tbl.count_rows()
     if rows < config.k:
@@ -123,7 +123,11 @@ def cluster(store: Store, table: str, config: ClusterConfig = ClusterConfig()) -
                             "source_table": [table] * len(x), "source_version": np.full(len(x), version, np.int64)})
 
     out_version = store.replace(out_name, assigned(), CLUSTER_SCHEMA)
-    if drop_orphans(store, out_name, items_planned):  # a prune or drop-source ran meanwhile: its items stay gone
+    # a prune or drop-source meanwhile (even one that deleted items before this read the vectors and
+    # their rows after): its items stay gone. Checked always: items need not move during this run.
+    # The groups of the rows left are then stale, as status says (the source table moved on).
+    orphans = drop_orphans(store, out_name)
+    if orphans:
         out_version = store.version(out_name)
     centres = km.cluster_centers_.astype(np.float32)
     cent_version = store.replace(centroids_name, [pa.table({
@@ -136,4 +140,4 @@ def cluster(store: Store, table: str, config: ClusterConfig = ClusterConfig()) -
         silhouette = float(silhouette_score(sx, sy, metric="cosine"))
     return ClusterReport(table, version, config.k, rows, sq_total / rows, silhouette, int(len(sy)), sizes.tolist(),
                          out_name, out_version, centroids_name, cent_version, round(time.perf_counter() - started, 3),
-                         np.argsort(-sizes)[:5].tolist())
+                         np.argsort(-sizes)[:5].tolist(), orphans)

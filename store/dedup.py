@@ -21,7 +21,6 @@ from store.db import Store
 from store.errors import BadQuery
 from store.index import HnswConfig, HnswIndex
 from store.orphans import drop_orphans
-from store.schema import ITEMS
 
 DEDUP_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -51,6 +50,7 @@ class DedupReport:
     output_version: int
     seconds: float
     examples: list[list[str]] = field(default_factory=list)
+    orphans_removed: int = 0  # rows of items a prune removed while this ran (counts above are of the snapshot)
 
 
 def dedup_table_name(table: str) -> str:
@@ -64,7 +64,6 @@ def find_duplicates(store: Store, table: str, threshold: float = 0.95, neighbour
         raise BadQuery(f"threshold {threshold} is not a cosine similarity", fix="use a value in [-1, 1], e.g. 0.95")
     if neighbours < 1:
         raise BadQuery(f"neighbours={neighbours}", fix="use 1 or more")
-    items_planned = store.version(ITEMS) if store.exists(ITEMS) else None  # see store.orphans
     if index is None or index.version != store.open(table).version:
         index, method = _neighbour_source(store, table)
     else:
@@ -115,7 +114,11 @@ def find_duplicates(store: Store, table: str, threshold: float = 0.95, neighbour
                             "threshold": np.full(len(c), threshold, np.float32)})
 
     out_version = store.replace(out, batches(), DEDUP_SCHEMA)
-    if drop_orphans(store, out, items_planned):  # a prune or drop-source ran meanwhile: its items stay gone
+    # a prune or drop-source meanwhile (even one that deleted items before this read the vectors and
+    # their rows after): its items stay gone. Checked always: items need not move during this run.
+    # The groups of the rows left are then stale, as status says (the source table moved on).
+    orphans = drop_orphans(store, out)
+    if orphans:
         out_version = store.version(out)
     multi = np.flatnonzero(sizes >= 2)
     examples = []
@@ -123,7 +126,7 @@ def find_duplicates(store: Store, table: str, threshold: float = 0.95, neighbour
         examples.append(sorted(ids[comp == c].tolist())[:10])
     return DedupReport(table, version, threshold, len(live), len(pairs), len(multi),
                        int(sizes[multi].sum()), int(sizes.max()) if len(sizes) else 0, method, out, out_version,
-                       round(time.perf_counter() - started, 3), examples)
+                       round(time.perf_counter() - started, 3), examples, orphans)
 
 
 def _neighbour_source(store: Store, table: str) -> tuple[HnswIndex, str]:

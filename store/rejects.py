@@ -44,15 +44,26 @@ def record(store: Store, rejects: list[Reject]) -> None:
     store.upsert(REJECTS, table, REJECTS_SCHEMA, key="key")
 
 
+MAX_REASONS = 3  # distinct reasons kept in one verdict; the rest are counted
+
+
 def _one_per_key(rejects: list[Reject]) -> list[Reject]:
-    by_key: dict[tuple[str, str], Reject] = {}
+    reasons: dict[tuple[str, str], dict[str, None]] = {}  # ordered sets
+    first: dict[tuple[str, str], Reject] = {}
     for r in rejects:
-        had = by_key.get((r.stage, r.id))
-        if had is None:
-            by_key[(r.stage, r.id)] = r
-        elif r.reason not in had.reason.split("; "):
-            by_key[(r.stage, r.id)] = dataclasses.replace(had, reason=f"{had.reason}; {r.reason}")
-    return list(by_key.values())
+        key = (r.stage, r.id)
+        first.setdefault(key, r)
+        reasons.setdefault(key, {})[r.reason] = None
+    out = []
+    for key, r in first.items():
+        distinct = list(reasons[key])
+        if len(distinct) == 1:
+            out.append(r)
+            continue
+        more = len(distinct) - MAX_REASONS
+        text = "; ".join(distinct[:MAX_REASONS]) + (f" (and {more} more)" if more > 0 else "")
+        out.append(dataclasses.replace(r, reason=text))
+    return out
 
 
 def known(store: Store, stage: str, source: str | None = None) -> dict[str, str | None]:

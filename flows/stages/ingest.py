@@ -707,27 +707,27 @@ class SourceDropped:
 def drop_source(store: Store, name: str) -> SourceDropped:
     """Remove every item of source ``name`` (configured or not: a source renamed or removed from
     plait.toml leaves its items, and ingest refuses their ids to any other source), their rows
-    in every derived table and the source's rejects. Items go first: a run killed after that
-    is finished by running it again (its items are gone, its derived rows and rejects are not)."""
+    in every derived table and the source's rejects. Items go first and rejects last: a run
+    killed in between is finished by running it again while the source has rejects left, and
+    by ``plait repair`` in any case."""
     with hold(store, "items", "drop-source"):
         if not store.exists(ITEMS):
             raise ConfigError("there is no items table yet, so no source to drop",
                               fix="run plait ingest first (plait status lists the sources in the store)")
-        ds = store.open(ITEMS).to_lance()
-        n = ds.count_rows(filter=sql.equals("source", name))
+        n = store.open(ITEMS).to_lance().count_rows(filter=sql.equals("source", name))
+        verdicts = store.open(REJECTS).count_rows(filter=sql.equals("source", name)) if store.exists(REJECTS) else 0
+        if not (n or verdicts):  # a typo, or nothing of it left: rows a killed run left are repair's job
+            known = sources_in_items(store)
+            raise ConfigError(f"no item belongs to source {name!r}" + did_you_mean(name, list(known))
+                              + f" (sources in the store: {sorted(known)})",
+                              fix="name a source that holds items; if a drop-source of it was stopped part way, "
+                                  "plait repair removes the rows it left")
         if n:
             retry(lambda: store.open(ITEMS).delete(sql.equals("source", name)), what="drop source")
         present = item_hashes(store)  # read once for every derived table
         derived = sum(drop_orphans(store, table, present=present) for table in derived_tables(store))
-        verdicts = 0
-        if store.exists(REJECTS):
-            verdicts = store.open(REJECTS).count_rows(filter=sql.equals("source", name))
-            if verdicts:
-                retry(lambda: store.open(REJECTS).delete(sql.equals("source", name)), what="drop source rejects")
-        if not (n or derived or verdicts):
-            known = sources_in_items(store)
-            raise ConfigError(f"no item belongs to source {name!r}" + did_you_mean(name, list(known))
-                              + f" (sources in the store: {sorted(known)})", fix="name a source that holds items")
+        if verdicts:  # last: while they remain, running drop-source again finishes a stopped run
+            retry(lambda: store.open(REJECTS).delete(sql.equals("source", name)), what="drop source rejects")
         if n:
             store.index_ids(ITEMS)
     return SourceDropped(items=n, derived_rows=derived, rejects=verdicts)

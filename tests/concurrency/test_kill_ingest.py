@@ -81,6 +81,19 @@ def test_a_killed_re_ingest_leaves_the_state_before_or_after_it(tmp_path, monkey
         if state == after:  # landed before the kill: go back for the next round
             ingest(store, back, old)
     assert not all(outcomes), "every kill came after the commit: the test killed nothing mid-run"
+    if not any(left):  # under load every timed kill may come before staging starts: kill one once it has
+        proc = subprocess.Popen([sys.executable, "-c", RUN, store.uri, str(new)], stdout=subprocess.PIPE, text=True,
+                                env=env)
+        deadline = time.monotonic() + 120
+        while not [p for p in scratch.iterdir() if p.name.startswith("plait-ingest-")] and proc.poll() is None:
+            assert time.monotonic() < deadline, "the run never made its staging directory"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        left.append([p.name for p in scratch.iterdir() if p.name.startswith("plait-ingest-")])
+        assert _state(store) in (before, after)
+        if _state(store) == after:
+            ingest(store, back, old)
     assert any(left), "no killed run left its staging: nothing below checks the sweep"
     report = ingest(store, SourceConfig(name="s", manifest="x", image=None), new)
     assert report.written == len(range(0, N, 3)) + N // 20 and _state(store) == after

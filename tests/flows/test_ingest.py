@@ -216,6 +216,15 @@ def test_an_id_repeated_in_a_manifest_and_owned_by_another_source_is_one_reject(
     assert store.read(ITEMS, where="id = 'x1'").to_pylist()[0]["text"] == "mine"
 
 
+def test_one_verdict_per_id_keeps_each_distinct_reason_once_and_counts_past_three(store):
+    same = [rejects.Reject(id="x", stage="ingest", reason="repeated id; fix: one row per id")] * 3000
+    other = [rejects.Reject(id="y", stage="ingest", reason=f"reason {k}; fix: f") for k in range(5)]
+    rejects.record(store, same + other)
+    reasons = _reasons(store)
+    assert reasons["x"] == "repeated id; fix: one row per id"
+    assert reasons["y"] == "reason 0; fix: f; reason 1; fix: f; reason 2; fix: f (and 2 more)"
+
+
 def test_ingest_prune_on_a_source_removes_only_its_missing_items(store, tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text('{"id": "a1", "text": "x"}\n{"id": "a2", "text": "y"}\n')
