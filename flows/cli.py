@@ -459,7 +459,7 @@ def _fail(args, e: Exception) -> int:
 
         traceback.print_exc(file=sys.stderr)
     try:
-        _say(f"plait: error: {terminal_safe(message, keep_newlines=True)}\nFix: {terminal_safe(fix)}")
+        _say(f"plait: error: {terminal_safe(message, keep_newlines=True)}\nFix: {terminal_safe(fix, keep_newlines=True)}")
         if args.json:
             print(json.dumps({"error": message, "fix": fix}))
             sys.stdout.flush()

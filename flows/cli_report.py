@@ -43,11 +43,13 @@ def stage_lines(reports: dict) -> list[str]:
     for r in reports.get("ingest", []):
         lines.append(f"ingest {r.source}: {counted(r.rows)} read, {r.written} written, {r.unchanged} unchanged, "
                      f"{r.rejected} rejected, {r.partial} kept without a bad part"
+                     + (f", {r.repeated} repeating an earlier row (same id and content: one item)"
+                        if getattr(r, "repeated", 0) else "")
                      + (f", {r.pruned} pruned" if r.pruned else "") + f" (items@v{r.items_version})")
         problems = getattr(r, "problems", None) or {}
         if problems:
             shown = ", ".join(f"{kind}: {n}" for kind, n in list(problems.items())[:5])
-            more = f", and {len(problems) - 5} more kinds" if len(problems) > 5 else ""
+            more = f", and {counted(len(problems) - 5, 'more kind')}" if len(problems) > 5 else ""
             lines.append(f"  problems by kind (rows): {shown}{more}; each row's reason and fix: plait rejects")
         if getattr(r, "prune_refused", False):
             lines.append(f"  {r.missing} items of source {r.source} are not in its manifest, but no row of the manifest "

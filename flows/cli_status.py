@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 
 from flows.cli_report import num
-from flows.terminal import terminal_safe
+from flows.terminal import clipped, terminal_safe
 
 LAST_REJECTS = 5
 
@@ -175,7 +175,7 @@ def status_text(p: dict) -> str:
         lines += [f"  {terminal_safe(k)}: {v}" for k, v in p["rejects_by_reason"].items()]
         lines.append(f"last {len(p['last_rejects'])} rejects (plait rejects lists them all):")
         for r in p["last_rejects"]:
-            lines.append(f"  {terminal_safe(r['stage'])} {terminal_safe(r['id'])}: {terminal_safe(r['reason'])[:160]}")
+            lines.append(f"  {terminal_safe(r['stage'])} {terminal_safe(r['id'])}: {clipped(terminal_safe(r['reason']), 200)}")
     return "\n".join(lines)
 
 

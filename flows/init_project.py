@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,7 @@ class Guess:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     captions: str | None = None
     allowed_roots: list[str] = field(default_factory=list)
+    roots_note: str | None = None  # some image paths outside the manifest's folder: said, not allowed
 
 
 def _sample(path: Path) -> pa.Table:
@@ -68,12 +70,20 @@ def _strings(col: pa.ChunkedArray) -> list[str]:
     return [v for v in col.to_pylist() if isinstance(v, str) and v.strip()]
 
 
-def _looks_numeric(values: list[str]) -> bool:
-    try:
-        [float(v) for v in values]
-        return bool(values)
-    except ValueError:
-        return False
+NUMERIC_SHARE_OFF = 0.05  # a column still reads as numbers with up to 1 in 20 values that are not ("N/A")
+
+
+def _numbers(values: list) -> tuple[list[float], list[str]]:
+    """The values that parse as finite numbers, and those that do not."""
+    good, odd = [], []
+    for v in values:
+        try:
+            x = float(str(v))
+        except ValueError:
+            odd.append(str(v))
+            continue
+        (good if math.isfinite(x) else odd).append(x if math.isfinite(x) else str(v))
+    return good, odd
 
 
 def _image_share(values: list) -> float:
@@ -138,7 +148,7 @@ def _pick_text(t: pa.Table, g: Guess) -> None:
         if c in taken or not pa.types.is_string(t.column(c).type):
             continue
         values = _strings(t.column(c))
-        if not values or _looks_numeric(values) or values[0].lstrip().startswith("["):
+        if not values or not _numbers(values)[1] or values[0].lstrip().startswith("["):
             continue
         mean = sum(map(len, values)) / len(values)
         if mean > length:
@@ -157,13 +167,16 @@ def _label_kind(col: pa.ChunkedArray, rows: int) -> tuple[str | None, str]:
         return "list", "list values"
     distinct = len({json.dumps(v, sort_keys=True, default=str) for v in values})
     few = distinct <= max(20, len(values) // 20)
+    numbers, odd = _numbers(values) if pa.types.is_string(typ) else ([], [])
     if pa.types.is_floating(typ) or pa.types.is_integer(typ) or (
-            pa.types.is_string(typ) and _looks_numeric([str(v) for v in values])):
-        numbers = [float(v) for v in values]
+            numbers and len(odd) <= len(values) * NUMERIC_SHARE_OFF):
+        numbers = numbers or [float(v) for v in values]
         whole = all(x.is_integer() for x in numbers)
+        stray = (f"; not numbers: {len(odd)} (e.g. {odd[0]!r}), those rows land without it"
+                 if odd else "")
         if whole and few:
-            return "class", f"whole numbers with {distinct} distinct values (declare :float if it is a quantity)"
-        return "float", f"numbers, {distinct} distinct values"
+            return "class", f"whole numbers with {distinct} distinct values (declare :float if it is a quantity){stray}"
+        return "float", f"numbers, {distinct} distinct values{stray}"
     if pa.types.is_boolean(typ):
         return "class", "true/false"
     if pa.types.is_string(typ):
@@ -189,13 +202,17 @@ def _pick_labels(t: pa.Table, g: Guess) -> None:
 
 
 def _allowed_roots(t: pa.Table, g: Guess) -> None:
-    """Image paths outside the manifest's folder need allowed_roots: suggest their common folder."""
+    """Image paths outside the manifest's folder are rejected unless allowed_roots names their
+    folder. When every sampled path is outside (images kept in another folder), their common
+    folder is written. When only some are, nothing is widened: one stray ``../../etc/passwd``
+    must neither open /etc nor replace the manifest's folder (which rejected every good image,
+    a newcomer found); a comment names them instead."""
     import os
 
     if g.image is None or not pa.types.is_string(t.column(g.image).type):
         return
-    base = g.manifest if g.manifest.is_dir() else g.manifest.parent
-    outside = []
+    base = (g.manifest if g.manifest.is_dir() else g.manifest.parent).resolve()
+    inside, outside = 0, []
     for v in _strings(t.column(g.image)):
         if "://" in v:
             continue
@@ -204,10 +221,19 @@ def _allowed_roots(t: pa.Table, g: Guess) -> None:
             p = (p if p.is_absolute() else base / p).resolve()
         except (OSError, RuntimeError):  # a symlink loop: ingest rejects that row, init only guesses
             continue
-        if not p.is_relative_to(base.resolve()):
-            outside.append(str(p.parent))
-    if outside:
-        g.allowed_roots = [os.path.commonpath(outside)]
+        if p.is_relative_to(base):
+            inside += 1
+        else:
+            outside.append(p)
+    if not outside:
+        return
+    common = Path(os.path.commonpath([str(p.parent) for p in outside]))
+    if not inside and len(common.parts) > 2:  # not / or a top-level folder such as /etc or /home
+        g.allowed_roots = [str(common)]
+        return
+    g.roots_note = (f"{len(outside)} of {inside + len(outside)} sampled image paths point outside the manifest's "
+                    f"folder (e.g. {str(outside[0])[:80]}): ingest rejects them; if those files are yours, add "
+                    f"their folder to allowed_roots (with {str(base)[:80]!r} if you keep it)")
 
 
 def guess(target: Path) -> Guess:
@@ -310,7 +336,9 @@ def render(root: Path, g: Guess | None, command: str) -> tomlkit.TOMLDocument:
     src.add("labels", labels)
     if g.allowed_roots:
         src.add("allowed_roots", g.allowed_roots)
-        src["allowed_roots"].comment("image paths point outside the manifest's folder")
+        src["allowed_roots"].comment("every sampled image path is under this folder, outside the manifest's")
+    if g.roots_note:
+        src.add(tomlkit.comment(g.roots_note))
     for col, why in g.skipped:
         src.add(tomlkit.comment(f"not used: {col!r} ({why})"))
     aot = tomlkit.aot()

@@ -41,6 +41,26 @@ def terminal_safe(value, *, keep_newlines: bool = False) -> str:
     return text.translate(_TABLE_KEEP_NEWLINES if keep_newlines else _TABLE)
 
 
+def clipped(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, cut at a word with "…". A ``"reason; fix: ..."``
+    text loses words of its reason first: the fix is the part a reader acts on."""
+    if len(text) <= width:
+        return text
+    reason, sep, fix = text.partition("; fix: ")
+    if sep and len(fix) + len(sep) < width * 2 // 3:
+        room = width - len(sep) - len(fix) - 1
+        return _cut(reason, room) + sep + fix
+    return _cut(text, width - 1)
+
+
+def _cut(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    head = text[:width]
+    at = head.rfind(" ")
+    return (head[:at] if at > width // 2 else head).rstrip(" ,;:") + "…"
+
+
 def counted(n: int, noun: str = "row") -> str:
     """``1 row``, ``2 rows``: counts in reports read as English."""
     return f"{n} {noun}{'' if n == 1 else 's'}"

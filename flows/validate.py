@@ -132,6 +132,9 @@ def _image_sample(cfg: ProjectConfig, src, manifest: Path, col) -> str | None:
                               f"under allowed_roots), or fix the paths")
         if not inline and "unsupported image URL" in why:
             fix = "download the images and put their local paths in the manifest (ingest does not fetch URLs)"
+        elif not inline and "path outside allowed roots" in why:
+            fix = (f"set allowed_roots in plait.toml to the folders that hold the images (now "
+                   f"{[str(r) for r in roots]}), or correct the paths")
         raise ConfigError(f"source {src.name!r}: image column {src.image!r}: none of the first {len(cells)} values is "
                           f"a readable image (e.g. {str(shown)[:80]!r}: {why})", fix=fix)
     if failed:

@@ -82,6 +82,12 @@ class Fusion:
         """Whether ``fit`` learns from rows (else only widths matter: a 0-row sample will do)."""
         return True
 
+    def one_block_is_its_input(self) -> bool:
+        """Whether each block of a fused row is its input vector as stored, only scaled (so a
+        query with one block can be ranked on that input alone: the same order as a cosine on
+        that block of the fused rows, without favouring rows that lack the other blocks)."""
+        return False
+
     def fit_transform(self, blocks: Blocks, masks: Masks | None = None, y=None) -> np.ndarray:
         return self.fit(blocks, masks, y).transform(blocks, masks)
 

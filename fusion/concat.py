@@ -64,6 +64,9 @@ class ConcatFusion(Fusion):
     def needs_fit_rows(self) -> bool:
         return self.standardize
 
+    def one_block_is_its_input(self) -> bool:
+        return not self.standardize
+
     def fit(self, blocks: Blocks, masks: Masks | None = None, y=None) -> "ConcatFusion":
         _, masks = check_blocks(blocks, masks)
         self.modalities_ = list(blocks)

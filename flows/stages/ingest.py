@@ -64,6 +64,7 @@ class IngestReport:
     rejected: int  # rows that did not land
     partial: int  # rows that landed without a bad part (see rejects)
     items_version: int
+    repeated: int = 0  # rows repeating an earlier row (same id, same content): the item is that row
     pruned: int = 0  # items of this source no longer in its manifest, removed
     missing: int = 0  # items of this source no longer in its manifest, kept (prune off, or no row landed)
     prune_refused: bool = False  # prune was asked for, but no row of the manifest landed (see _ingest)
@@ -370,6 +371,7 @@ class _Tally:
 
     rows: int = 0
     unchanged: int = 0
+    repeated: int = 0
     rejected: int = 0
     partial: int = 0
     bad: list = field(default_factory=list)
@@ -532,6 +534,7 @@ def _ingest(store, source, manifest, prune, on_progress, base, roots, types, sch
         store.index_ids(ITEMS)  # queries join item columns by id: ~5 ms instead of a scan of the id column
     return IngestReport(source=source.name, rows=tally.rows, written=written, unchanged=tally.unchanged,
                         rejected=tally.rejected, partial=tally.partial, items_version=store.version(ITEMS),
+                        repeated=tally.repeated,
                         pruned=pruned, missing=max(0, len(decisions.gone) - pruned),
                         prune_refused=bool(prune and not staging.landed and len(decisions.gone)),
                         problems=dict(tally.kinds.most_common()))
@@ -542,7 +545,8 @@ def _verdicts(b: _Batch, decided: np.ndarray, existing: _Existing, source: Sourc
     must not land (a repeated id with other content, an id another source owns)."""
     kind = decided["kind"]
     keep = {"new": kind == ingest_plan.NEW, "changed": kind == ingest_plan.CHANGED,
-            "unchanged": kind == ingest_plan.UNCHANGED, "old_address": decided["addr"]}
+            "unchanged": kind == ingest_plan.UNCHANGED, "repeat": kind == ingest_plan.REPEAT,
+            "old_address": decided["addr"]}
     landed_pos = np.flatnonzero(b.landed)
     verdicts: dict[int, str] = {}
     for j in np.flatnonzero(kind == ingest_plan.DUPLICATE):
@@ -581,6 +585,7 @@ def _land(b: _Batch, keep: dict, verdicts: dict, source: SourceConfig, previousl
         names = rows.column("id").to_pylist()
         tally.clean_ids += [i for k, i in zip(landed_pos, names) if k not in b.problems and i in previously_bad]
     tally.unchanged += int(keep["unchanged"].sum())
+    tally.repeated += int(keep["repeat"].sum())
     if len(keep["new"]) and keep["new"].all():  # a first ingest: the batch as it is (a filter would copy every row)
         writer.add_new(rows)
     elif keep["new"].any():

@@ -106,6 +106,8 @@ class QuerySpace:
         self.search = VectorSearch(store, self.table, refresh_seconds=refresh_seconds)
         self.fusion = None
         self.encoders: dict[str, object] = {}  # modality -> encoder spec (built lazily)
+        self.inputs: dict[str, str] = {}  # modality -> input table of the fusion
+        self._input_search: dict[str, VectorSearch] = {}
         self._built: dict[str, object] = {}
         self._fit_key: tuple | None = None
         self._checked_at = 0.0
@@ -123,7 +125,10 @@ class QuerySpace:
             if reg is None:
                 raise MissingTable(f"{self.table} has no fusion in the registry", fix="run plait fuse")
             self.fusion = load_fusion(self.store.artifacts.local(reg["params_dir"]))
-            specs = {inp["modality"]: self._spec_of(inp["table"]) for inp in json.loads(reg["inputs_json"])}
+            inputs = json.loads(reg["inputs_json"])
+            specs = {inp["modality"]: self._spec_of(inp["table"]) for inp in inputs}
+            self.inputs = {inp["modality"]: inp["table"] for inp in inputs}
+            self._input_search = {}
             self._fit_key = (reg["fingerprint"], reg["params_dir"], reg["inputs_json"])
         else:
             row = registries.get(self.store, ENCODERS, self.table) if self.store.exists(ENCODERS) else None
@@ -198,6 +203,11 @@ class QuerySpace:
                                fix=f"query it with {'an image' if modality == 'image' else 'a text'}, "
                                    f"or use an open_clip table for cross-modal search")
             return vec, ([modality] if how is None else []), ({modality: how} if how else {}), []
+        blocks, masks, used, stand_in = self._blocks(kind, payload)
+        masked = [m for m in self.fusion.modalities_ if not masks[m][0]]
+        return self.fusion.transform(blocks, masks)[0], used, stand_in, masked
+
+    def _blocks(self, kind: str, payload) -> tuple[dict, dict, list[str], dict]:
         blocks, masks, used, stand_in = {}, {}, [], {}
         for m in self.fusion.modalities_:
             vec, how = self._encode_as(m, kind, payload)
@@ -213,15 +223,40 @@ class QuerySpace:
         if not used and not stand_in:
             raise BadQuery(f"{self.table} has no {kind} block to query with a {kind}",
                            fix=f"query a table whose inputs include {kind}")
-        masked = [m for m in self.fusion.modalities_ if not masks[m][0]]
-        return self.fusion.transform(blocks, masks)[0], used, stand_in, masked
+        return blocks, masks, used, stand_in
+
+    def _one_block_search(self, query: Query) -> tuple[VectorSearch, np.ndarray, list[str], list[str]] | None:
+        """A text or image query that fills one block of a fused table whose blocks are their
+        inputs: ranked on that input table. On the fused rows, the masked query's cosine is
+        scaled by each row's share of that block, so rows lacking the other block came first (a
+        newcomer's exact-text item with an image ranked below other texts without one)."""
+        kind = query.kind()
+        if self.fusion is None or kind not in ("text", "image") or not self.fusion.one_block_is_its_input():
+            return None
+        blocks, masks, used, stand_in = self._blocks(kind, query.text if kind == "text" else query.image)
+        if stand_in or len(used) != 1 or used[0] not in self.inputs:
+            return None
+        (m,) = used
+        if m not in self._input_search:
+            self._input_search[m] = VectorSearch(self.store, self.inputs[m], refresh_seconds=self.refresh_seconds)
+        masked = [x for x in self.fusion.modalities_ if not masks[x][0]]
+        return self._input_search[m], blocks[m][0], used, masked
 
     def ask(self, query: Query, request: SearchRequest = SearchRequest()) -> QueryAnswer:
         self.refresh()
-        vector, used, stand_in, masked = self.embed(query)
+        one_block = self._one_block_search(query)
+        if one_block is not None:
+            search, vector, used, masked = one_block
+            stand_in = {}
+        else:
+            search = self.search
+            vector, used, stand_in, masked = self.embed(query)
         if query.id is not None:
             request = replace(request, exclude=tuple(request.exclude) + (query.id,))
-        result = self.search.search(vector, request)
+        result = search.search(vector, request)
+        if one_block is not None:
+            result.notes.append(f"ranked on {search.table}, the {used[0]} block of {self.table} (its other blocks "
+                                f"are masked for this query: on the fused rows, items without them would rank first)")
         dominant = (getattr(self.fusion, "fit_report_", None) or {}).get("dominant")
         if dominant:  # say it: a text query in a space that is nearly all image block finds look-alikes
             share = (self.fusion.fit_report_.get("block_shares") or {}).get(dominant)

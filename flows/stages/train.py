@@ -132,7 +132,7 @@ def _train(store: Store, cfg: HeadConfig, version: int | None, labels_version: i
     with bar(cfg.max_epochs, f"train {cfg.name} on {table}@v{version}", unit="epoch") as progress_bar:
         def on_epoch(epoch, train_loss, val_loss, *rest):
             progress_bar.update(1)
-            progress_bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}" if val_loss else "-")
+            progress_bar.set_postfix(train_loss=f"{train_loss:.3f}", val_loss=f"{val_loss:.3f}" if val_loss else "-")
 
         est.fit(X[tr], {k: v[tr] for k, v in Y.items()}, X[va], {k: v[va] for k, v in Y.items()}, on_epoch=on_epoch)
     pred = est.predict(X[te])

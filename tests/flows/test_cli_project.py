@@ -45,6 +45,45 @@ def test_cli_init_writes_a_commented_config_that_loads_when_given_a_csv(project)
     assert (cfg.sources[0].id, cfg.sources[0].image, cfg.sources[0].text) == ("id", "image", "text")
 
 
+def test_cli_init_never_widens_allowed_roots_for_a_few_stray_paths(tmp_path):
+    """One row's ../../etc/passwd made init write allowed_roots = [/tmp/etc]: every good image
+    was then outside the roots, and validate blamed the image column."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    (data / "img").mkdir(parents=True)
+    rows = ["id,text,image"]
+    for k in range(20):
+        Image.new("RGB", (8, 8), (10 * k, 0, 0)).save(data / "img" / f"{k}.png")
+        rows.append(f"i{k},thing {k},img/{k}.png")
+    rows.append("evil,sneaky,../../etc/passwd")
+    (data / "m.csv").write_text("\n".join(rows) + "\n")
+    assert run("init", data / "m.csv", "--project", tmp_path).code == 0
+    text = (tmp_path / "plait.toml").read_text()
+    assert ProjectConfig.load(tmp_path).sources[0].allowed_roots == ()
+    assert "1 of 21 sampled image paths point outside the manifest's folder" in text
+    assert run("validate", "--project", tmp_path).code == 0
+
+    other = tmp_path / "shared" / "pics"  # every image in another folder: that folder is allowed
+    other.mkdir(parents=True)
+    rows = ["id,text,image"]
+    for k in range(5):
+        Image.new("RGB", (8, 8), (0, 10 * k, 0)).save(other / f"{k}.png")
+        rows.append(f"j{k},thing {k},../shared/pics/{k}.png")
+    (data / "m.csv").write_text("\n".join(rows) + "\n")
+    assert run("init", data / "m.csv", "--project", tmp_path, "--force").code == 0
+    assert ProjectConfig.load(tmp_path).sources[0].allowed_roots == (str(other.resolve()),)
+    assert run("validate", "--project", tmp_path).code == 0
+
+
+def test_cli_init_reads_a_price_column_with_a_few_stray_values_as_float(tmp_path):
+    rows = ["id,text,price"] + [f"i{k},thing number {k},{3.5 + k * 1.25}" for k in range(60)] + ["x,odd one,N/A"]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    assert run("init", tmp_path / "m.csv", "--project", tmp_path).code == 0
+    assert "price:float" in ProjectConfig.load(tmp_path).sources[0].labels
+    assert "not numbers: 1 (e.g. 'N/A')" in (tmp_path / "plait.toml").read_text()
+
+
 def test_cli_init_refuses_to_overwrite_unless_forced(tmp_path):
     (tmp_path / "plait.toml").write_text("# mine\n")
     r = run("init", "--project", tmp_path)

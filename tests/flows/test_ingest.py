@@ -82,6 +82,8 @@ def test_ingest_rejects_bad_rows_and_lands_the_rest(store, tmp_path):
     assert reasons["dup"].startswith("duplicate id: manifest row 7 repeats id 'dup'")
     assert "dup-same" not in reasons
     assert (report.rejected, report.partial) == (4, 1)
+    assert report.repeated == 1  # counted: every row read is written, unchanged, rejected or repeated
+    assert report.rows == report.written + report.unchanged + report.rejected + report.repeated
     assert rejects.counts_by_reason(store)["ingest: missing file"] == 1
 
 

@@ -60,7 +60,45 @@ def test_text_query_on_classic_image_block_is_masked_and_says_so(clip_project):
     _, store, _, _ = clip_project
     answer = QuerySpace(store, "mixed").ask(Query(text="a red square"), SearchRequest(k=3))
     assert answer.used == ["text"] and answer.masked == ["image"] and answer.stand_in == {}
-    assert answer.result.table == "fused__mixed" and answer.result.version == store.version("fused__mixed")
+    text_table = encoder_tables.active(store, "text")["id"]
+    assert answer.result.table == text_table and answer.result.version == store.version(text_table)
+    assert any("the text block of fused__mixed" in n for n in answer.result.notes)
+
+
+def test_a_text_query_on_a_concat_fusion_does_not_favour_items_without_an_image(tmp_path):
+    """The masked query's cosine on fused rows is scaled by each row's share of the text block:
+    an item whose text IS the query, with an image, ranked below other texts without one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from store.db import Store
+
+    save_tiny_clip(tmp_path / "clip")
+    spec = "open_clip:local-dir:" + str(tmp_path / "clip")
+    for k in range(3):
+        Image.new("RGB", (16, 16), (80 * k, 30, 30)).save(tmp_path / f"{k}.png")
+    rows = [("with-image", "red running shoes", "0.png"), ("no-image", "red running shoes", None),
+            ("blue", "blue running shoes", None), ("hat", "green woollen hat", "1.png"),
+            ("sock", "red running socks", "2.png"), ("cup", "a cup", None)]
+    pq.write_table(pa.table({"id": [r[0] for r in rows], "text": [r[1] for r in rows],
+                             "image": [r[2] for r in rows]}), tmp_path / "m.parquet")
+    store = Store(str(tmp_path / "store"))
+    ingest(store, SourceConfig(name="s", manifest="x"), tmp_path / "m.parquet")
+    embed(store, "text", spec)
+    embed(store, "image", "classic:color")
+    fuse(store, FusionConfig(name="mix", inputs=("text", "image")))
+    answer = QuerySpace(store, "mix", cross_modal=False).ask(Query(text="red running shoes"), SearchRequest(k=6))
+    hits = {h.id: 1 - h.distance for h in answer.result.hits}
+    assert answer.masked == ["image"] and set(list(hits)[:2]) == {"with-image", "no-image"}
+    assert hits["with-image"] == pytest.approx(hits["no-image"], abs=1e-5)
+    fused = QuerySpace(store, "mix", cross_modal=False)  # the same order as the masked cosine on the fused rows
+    t = store.read("fused__mix", ["id", "vector"])
+    x = vectors_of(t.column("vector"))[:, :fused.fusion.dims_["text"]]
+    q = build_encoder(spec).encode_text(["red running shoes"])[0]
+    cos = x @ (q / np.linalg.norm(q)) / np.maximum(np.linalg.norm(x, axis=1), 1e-12)
+    order = [i for _, i in sorted(zip(-np.round(cos, 5), t.column("id").to_pylist()))]
+    assert sorted(hits, key=lambda i: (-round(hits[i], 5), i)) == order
 
 
 def test_text_to_image_retrieval_on_a_clip_image_table_matches_numpy(clip_project):

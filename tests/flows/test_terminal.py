@@ -41,3 +41,16 @@ def test_reports_count_rows_in_english():
                            rejected=0, known_rejects=0, version=1, encoder_calls=1).summary()
 
     assert "t: 1 row encoded" in summary(1) and "t: 2 rows encoded" in summary(2) and "0 rows" in summary(0)
+
+
+def test_a_clipped_reject_reason_keeps_its_fix_and_cuts_at_a_word():
+    from flows.terminal import clipped
+
+    reason = ("path outside allowed roots: " + "/very/long/folder" * 12 + " is not under ['/data']; fix: move the "
+              "file under the manifest's folder or add its folder to allowed_roots [row not landed]")
+    short = clipped(reason, 200)
+    assert len(short) <= 200 and short.endswith("add its folder to allowed_roots [row not landed]")
+    assert short.startswith("path outside allowed roots: /very") and "…; fix: move" in short
+    words = clipped("undecodable image: " + "word " * 60 + "end", 80)
+    assert len(words) <= 80 and words.endswith("word…")
+    assert clipped("fits; fix: as is", 80) == "fits; fix: as is"

@@ -204,6 +204,7 @@ def test_serve_refuses_with_exit_2_and_the_command_without_api_when_no_server_is
     err = capsys.readouterr().err
     assert "ephemeral API cannot run schedules" in err and "prefect server start --host 127.0.0.1" in err
     assert "PREFECT_API_URL=http://127.0.0.1:4200/api" in err and "runs the pipeline" not in err
+    assert "point plait at it:\n  " in err and "\\n" not in err  # the command on its own line, not a "\n"
 
 
 def test_serve_refuses_with_exit_2_when_the_configured_api_does_not_answer(tmp_path, monkeypatch, capsys):
