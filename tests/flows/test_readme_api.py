@@ -40,6 +40,7 @@ def test_the_readme_python_api_script_runs_as_printed(tmp_path):
     out = done.stdout.splitlines()
     assert out[0].startswith("1 {'kind'") and len(out) == 3, done.stdout  # one run: head v1, printed once
     hits = re.findall(r"\('i(\d+)', ", out[1])
-    assert out[1].startswith("fused__fused ") and len(hits) == 5
+    # all blocks but text masked in a concat fusion: ranked on the text input (README, "Query")
+    assert out[1].startswith("emb__text__") and "['text'] ['image']" in out[1] and len(hits) == 5
     assert all(int(h) % 3 == 0 for h in hits)  # the where clause kept food only
     assert out[2].startswith("60 ") and "['animal', 'food', 'vehicle']" in out[2]
