@@ -234,6 +234,19 @@ class _Spaces:
     def __init__(self, store: Store):
         self.store, self._spaces, self._lock = store, {}, threading.Lock()
 
+    def warm(self, table: str) -> threading.Thread:
+        """Load the default table's space (its encoders) in the background, so the first search
+        does not wait seconds for a model load; that search waits on the lock instead of
+        loading twice. A table that does not exist yet is left for the first request to report."""
+        def load():
+            try:
+                self.get(table, True)
+            except Exception:  # noqa: BLE001 (the request that needs it gets the error, with its fix)
+                pass
+        thread = threading.Thread(target=load, name="plait-api-warm", daemon=True)
+        thread.start()
+        return thread
+
     def get(self, table: str, cross_modal: bool) -> QuerySpace:
         key = (table, cross_modal)
         with self._lock:
@@ -260,13 +273,16 @@ def _serialise(enc) -> None:
 
 
 def create_app(store: Store, *, api_key: str | None = None, limits: ApiLimits = ApiLimits(),
-               project_root: Path | None = None) -> FastAPI:
+               project_root: Path | None = None, warm: str | None = None) -> FastAPI:
     """The app. ``api_key``: required on every route but /health and the page's files (None:
     open). ``project_root``: image paths under it are shown relative to it (default: the
     store's parent folder for a local store); others by file name only."""
     app = FastAPI(title="plait", description="kNN over plait's fused and embedding tables, and a search page")
     app.add_middleware(_Guard, api_key=api_key, max_body=limits.max_body_bytes)
     spaces = _Spaces(store)
+    app.state.spaces = spaces
+    if warm:  # plait api: the default table's encoders load while the server starts
+        app.state.warming = spaces.warm(warm)
     search_lock = threading.Lock()  # index updates and faiss searches one at a time
     pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="plait-api")
     local = "://" not in store.uri
@@ -534,5 +550,5 @@ def serve(store: Store, host: str = "127.0.0.1", port: int = 8000, *, api_key: s
           limits: ApiLimits = ApiLimits()) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(store, api_key=api_key, limits=limits), host=host, port=port, log_level="warning",
+    uvicorn.run(create_app(store, api_key=api_key, limits=limits, warm="fused"), host=host, port=port, log_level="warning",
                 server_header=False, limit_concurrency=limits.max_connections)

@@ -80,12 +80,33 @@ def _fmt_metrics(m: dict) -> str:
                     if k != "n" and isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
+TRAILS_BY = 0.02  # a baseline ahead of the head by more than this on a task's main metric is said
+
+
+def _trailing(r, kind: str, label: str) -> list[str]:
+    """Tasks where the head is behind a baseline on its main metric (accuracy; RMSE for a
+    number; micro-F1 for tags): said, so nobody ships a head a plain model beats."""
+    out = []
+    for task, base in r.baselines.get(kind, {}).items():
+        head = r.metrics.get(task, {})
+        for metric, lower_is_better in (("accuracy", False), ("rmse", True), ("micro_f1", False)):
+            if isinstance(head.get(metric), (int, float)) and isinstance(base.get(metric), (int, float)):
+                gap = (head[metric] - base[metric]) if lower_is_better else (base[metric] - head[metric])
+                if gap > TRAILS_BY:
+                    out.append(f"  note: on {terminal_safe(task)} the head ({metric} {num(head[metric], 3)}) trails "
+                               f"the {label} baseline ({num(base[metric], 3)}); with few training rows a simpler "
+                               f"model can win: more labels, fewer epochs, or use the baseline for this task")
+                break
+    return out
+
+
 def _baseline_lines(r) -> list[str]:
     lines = []
     for kind, label in (("sklearn", "scikit-learn per task"), ("single_task", "single-task heads")):
         if r.baselines.get(kind):
             parts = [f"{terminal_safe(t)} {_fmt_metrics(m)}" for t, m in r.baselines[kind].items()]
             lines.append(f"  {r.head} baseline, {label}: " + "; ".join(parts))
+            lines += _trailing(r, kind, "scikit-learn" if kind == "sklearn" else "single-task")
     if r.affinity:
         lines.append(f"  {r.head} task affinity (gradient cosine on the trunk):")
         lines += ["    " + f"{terminal_safe(t):<14}" + " ".join(f"{num(v, 2):>6}" for v in row) for t, row in zip(r.tasks, r.affinity)]
@@ -116,9 +137,10 @@ def metrics_table(train_reports) -> list[str]:
 
 def demo_text(reports, queries, elapsed, root) -> str:
     lines = stage_lines(reports) + metrics_table(reports.get("train", []))
-    lines += ["", "text → nearest items in fused__fused (image block masked for a text query):"]
+    lines += ["", "text → nearest items of fused__fused (image block masked for a text query, so ranked on its "
+                  "text block: the text input table):"]
     for q in queries:
-        lines.append(f"  {q['query']!r} (v{q['version']}):")
+        lines.append(f"  {q['query']!r} ({terminal_safe(q['table'])}@v{q['version']}):")
         for h in q["hits"]:
             lines.append(f"    {terminal_safe(h['id']):<12} {num(h['distance'], 3)}  [{terminal_safe(h['group'])}] "
                          f"{terminal_safe(h['text'])[:60]}")

@@ -101,6 +101,16 @@ def _label_sample(src, sample, name: str, kind: str) -> str | None:
                           fix=f"declare it as {other} in labels, or point it at the column you meant")
     if bad:
         return f"{bad} of {present} sampled {name!r} values are not {kind}: those rows land without it (plait rejects)"
+    if kind == "class" and (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        spellings: dict[str, set] = defaultdict(set)
+        for v in pc.unique(col.drop_null()).to_pylist():
+            if v.strip():
+                spellings[" ".join(v.split()).casefold()].add(v)
+        alike = [sorted(v) for v in spellings.values() if len(v) > 1]
+        if alike:
+            shown = "; ".join(" / ".join(repr(x) for x in a[:3]) for a in alike[:3])
+            return (f"{name!r} has classes that differ only in case or spaces ({shown}): each is its own class; "
+                    f"if they are one, make them the same in the manifest")
     if present * SPARSE_LABELS < len(col):
         return (f"only {present} of the first {len(col)} rows have a {name!r} value: the rest are unlabelled for that "
                 f"task (fine for partial labels; if unexpected, check the column)")

@@ -469,3 +469,20 @@ def _raises(fn, *args):
     except Exception as e:  # noqa: BLE001 - returned to the test
         return e
     return None
+
+
+def test_plait_api_loads_the_default_tables_encoders_before_the_first_search(clip_project):  # noqa: F811
+    """A newcomer's first /search took 5 s (the model loaded on demand); later ones 0.05 s."""
+    store = clip_project[1]
+    cold = create_app(store)
+    assert not hasattr(cold.state, "warming") and cold.state.spaces._spaces == {}
+    warm = create_app(store, warm="clip")  # plait api warms "fused", the default table
+    warm.state.warming.join(120)
+    space = warm.state.spaces._spaces[("clip", True)]
+    assert all(m in space._built for m in space.encoders)  # encoders built before any request
+    with running(warm) as url, httpx.Client(base_url=url, timeout=60) as client:
+        assert client.get("/search", params={"table": "clip", "text": "a red square", "k": 2}).status_code == 200
+    assert warm.state.spaces._spaces[("clip", True)] is space  # the first search reused it
+    missing = create_app(store, warm="no-such-table")
+    missing.state.warming.join(60)
+    assert missing.state.spaces._spaces == {}  # left for the first request to report, with its fix

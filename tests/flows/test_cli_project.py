@@ -380,6 +380,15 @@ def test_cli_validate_on_an_image_bytes_column_names_bytes_not_paths(tmp_path):
     assert "column of image bytes" in detail["fix"] and "fix the paths" not in detail["fix"]
 
 
+def test_cli_validate_notes_classes_that_differ_only_in_case(tmp_path):
+    rows = ["id,text,category"] + [f"i{k},text {k},{['shoes', 'hats', 'Shoes', ' hats '][k % 4]}" for k in range(40)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "plait.toml").write_text('[[sources]]\nname = "s"\nmanifest = "m.csv"\nimage = ""\n'
+                                         'labels = ["category"]\n')
+    r = run("validate", "--project", tmp_path)
+    assert r.code == 0 and "classes that differ only in case or spaces ('Shoes' / 'shoes'; ' hats ' / 'hats')" in r.out
+
+
 def test_cli_validate_notes_a_label_that_almost_no_sampled_row_has(tmp_path):
     rows = ["id,text,kind"] + [f"i{k},text {k},{'rare' if k == 0 else ''}" for k in range(100)]
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
