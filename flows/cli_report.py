@@ -51,7 +51,9 @@ def stage_lines(reports: dict) -> list[str]:
             shown = ", ".join(f"{kind}: {n}" for kind, n in list(problems.items())[:5])
             more = f", and {counted(len(problems) - 5, 'more kind')}" if len(problems) > 5 else ""
             lines.append(f"  problems by kind (rows): {shown}{more}; each row's reason and fix: plait rejects")
-        if getattr(r, "prune_refused", False):
+        if getattr(r, "prune_skipped", None):
+            lines.append(f"  prune skipped: {r.prune_skipped}")
+        elif getattr(r, "prune_refused", False):
             lines.append(f"  {r.missing} items of source {r.source} are not in its manifest, but no row of the manifest "
                          "landed, so nothing was pruned (an empty or broken export looks like that); fix the manifest")
         elif getattr(r, "missing", 0):

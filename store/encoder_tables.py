@@ -54,8 +54,11 @@ def register(store: Store, row: dict[str, Any]) -> str:
         return status
 
 
-def _set_status(store: Store, row: dict[str, Any], status: str) -> None:
-    registries.put(store, ENCODERS, {**row, "status": status, "status_changed_at": utcnow()})
+def _set_status(store: Store, changes: list[tuple[dict[str, Any], str]]) -> None:
+    """Each (row, new status), in one commit (a kill between two left no active table)."""
+    at = utcnow()
+    registries.put_many(store, ENCODERS, [{**row, "status": status, "status_changed_at": at}
+                                          for row, status in changes])
 
 
 def promote(store: Store, table: str) -> dict[str, Any]:
@@ -66,10 +69,8 @@ def promote(store: Store, table: str) -> dict[str, Any]:
             names = [r["id"] for r in all_tables(store)]
             raise ConfigError(f"no embedding table {table!r}; registered: {names}",
                               fix="pick a table from plait encoders list")
-        for other in all_tables(store, row["modality"]):
-            if other["status"] == "active" and other["id"] != table:
-                _set_status(store, other, "retired")
-        _set_status(store, row, "active")
+        _set_status(store, [(other, "retired") for other in all_tables(store, row["modality"])
+                            if other["status"] == "active" and other["id"] != table] + [(row, "active")])
         return registries.get(store, ENCODERS, table)
 
 
@@ -82,6 +83,5 @@ def rollback(store: Store, modality: str) -> dict[str, Any]:
                               fix="promote a candidate instead (plait encoders promote TABLE)")
         previous = max(retired, key=lambda r: r["status_changed_at"])
         current = active(store, modality)
-        _set_status(store, current, "candidate")
-        _set_status(store, previous, "active")
+        _set_status(store, [(current, "candidate"), (previous, "active")])
         return registries.get(store, ENCODERS, previous["id"])

@@ -18,14 +18,23 @@ _TIME_COLUMN = {ENCODERS: "registered_at", FUSIONS: "fitted_at", HEADS: "trained
 
 
 def put(store: Store, registry: str, row: dict[str, Any]) -> None:
+    put_many(store, registry, [row])
+
+
+def put_many(store: Store, registry: str, rows: list[dict[str, Any]]) -> None:
+    """Upsert ``rows`` in ONE commit: a change of several rows (promote retires one table and
+    activates another) is never seen, or left by a kill, half done."""
     schema = REGISTRY_SCHEMAS[registry]
-    row = dict(row)
-    row.setdefault("plait_version", plait_version())
-    row.setdefault(_TIME_COLUMN[registry], utcnow())
-    missing = set(schema.names) - set(row)
-    if missing:
-        raise ValueError(f"{registry} row lacks {sorted(missing)}")
-    store.upsert(registry, pa.Table.from_pylist([row], schema=schema), schema)
+    out = []
+    for row in rows:
+        row = dict(row)
+        row.setdefault("plait_version", plait_version())
+        row.setdefault(_TIME_COLUMN[registry], utcnow())
+        missing = set(schema.names) - set(row)
+        if missing:
+            raise ValueError(f"{registry} row lacks {sorted(missing)}")
+        out.append(row)
+    store.upsert(registry, pa.Table.from_pylist(out, schema=schema), schema)
 
 
 def rows(store: Store, registry: str, where: str | None = None) -> list[dict[str, Any]]:

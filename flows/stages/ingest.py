@@ -68,6 +68,7 @@ class IngestReport:
     pruned: int = 0  # items of this source no longer in its manifest, removed
     missing: int = 0  # items of this source no longer in its manifest, kept (prune off, or no row landed)
     prune_refused: bool = False  # prune was asked for, but no row of the manifest landed (see _ingest)
+    prune_skipped: str | None = None  # why prune was not done though rows landed (see _prune_blocker)
     problems: dict[str, int] = field(default_factory=dict)  # kind of problem → rows (the reasons: plait rejects)
 
 
@@ -372,6 +373,8 @@ class _Tally:
     rows: int = 0
     unchanged: int = 0
     repeated: int = 0
+    unread: int = 0  # rows that could not be parsed: their ids are unknown
+    unlanded_ids: list = field(default_factory=list)  # ids of rows rejected whole this run: still listed
     rejected: int = 0
     partial: int = 0
     bad: list = field(default_factory=list)
@@ -494,12 +497,14 @@ def _ingest(store, source, manifest, prune, on_progress, base, roots, types, sch
             staging: _Staging, stored: pa.Schema) -> IngestReport:
     own_code = existing._code(source.name)
     previously_bad = set(rejects.known(store, STAGE, source=source.name))  # this source's verdicts only
+    read_from = _file_state(manifest)
     tally = _Tally()
     checked = False
     with _ImagePool() as pool:
         for mb in iter_manifest(manifest, id_column=source.id, image_column=source.image,
                                 text_column=source.text, label_columns=tuple(types), captions=source.captions):
             for row_no, reason in mb.bad:
+                tally.unread += 1
                 tally.count([reason])
                 where = f"row{row_no}" if row_no >= 0 else f"unnumbered-row{-row_no}"  # see manifests._iter_csv
                 tally.bad.append(rejects.Reject(id=f"{source.name}:{where}", source=source.name, stage=STAGE,
@@ -526,16 +531,22 @@ def _ingest(store, source, manifest, prune, on_progress, base, roots, types, sch
     written = writer.finish()
     # a manifest of which no row landed (empty, or every row bad) prunes nothing: it would
     # remove the whole source, which is what a broken export looks like, not an intent
-    pruned = _prune(store, decisions.gone, existing.version) if prune and staging.landed else 0
+    blocker = _prune_blocker(tally, manifest, read_from) if prune and staging.landed else None
+    gone = decisions.gone
+    if prune and staging.landed and blocker is None:
+        gone = _still_listed_removed(store, gone, existing.version, tally.unlanded_ids)
+    pruned = _prune(store, gone, existing.version) if prune and staging.landed and blocker is None else 0
     rejects.record(store, tally.bad)
     bad_ids = {b.id for b in tally.bad}
-    rejects.clear(store, STAGE, [i for i in tally.clean_ids if i not in bad_ids])
+    # this run's verdicts replace the source's earlier ones: a row fixed, or gone from the
+    # manifest, or numbered (bad CSV row N) and since moved, no longer shows in status
+    rejects.clear(store, STAGE, [i for i in previously_bad if i not in bad_ids])
     if written or pruned:
         store.index_ids(ITEMS)  # queries join item columns by id: ~5 ms instead of a scan of the id column
     return IngestReport(source=source.name, rows=tally.rows, written=written, unchanged=tally.unchanged,
                         rejected=tally.rejected, partial=tally.partial, items_version=store.version(ITEMS),
                         repeated=tally.repeated,
-                        pruned=pruned, missing=max(0, len(decisions.gone) - pruned),
+                        pruned=pruned, missing=max(0, len(gone) - pruned), prune_skipped=blocker,
                         prune_refused=bool(prune and not staging.landed and len(decisions.gone)),
                         problems=dict(tally.kinds.most_common()))
 
@@ -580,6 +591,8 @@ def _land(b: _Batch, keep: dict, verdicts: dict, source: SourceConfig, previousl
                                                                    else " [row not landed]")))
         tally.partial += kept
         tally.rejected += not kept
+        if not kept and b.ids is not None and b.ids[k] and k not in verdicts:
+            tally.unlanded_ids.append(b.ids[k])
     rows = b.rows
     if previously_bad:  # only then do clean ids matter: their old rejects are cleared
         names = rows.column("id").to_pylist()
@@ -664,6 +677,35 @@ class _ItemsWriter:
         data = pa.table({f.name: part.column(f.name) if f.name in have else pa.nulls(part.num_rows, f.type)
                          for f in self.stamp}).cast(self.stamp)
         return data.append_column("ingested_at", now_array(data.num_rows))
+
+
+def _file_state(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino) if path.is_file() else None
+
+
+def _prune_blocker(tally: _Tally, manifest: Path, read_from: tuple | None) -> str | None:
+    """Why this run must not prune: a row that could not be parsed may hold any id (one stray
+    comma or byte pruned an item still listed, with its vectors); a manifest rewritten while it
+    was read lists only the rows read before (a tester's prune removed 1,801 of 2,000)."""
+    if tally.unread:
+        return (f"{tally.unread} rows of the manifest could not be read, so which items they hold is unknown; fix "
+                f"them (plait rejects) and run again to prune")
+    if read_from is not None and _file_state(manifest) != read_from:
+        return "the manifest changed while it was read; run again once it is written to prune"
+    return None
+
+
+def _still_listed_removed(store: Store, addresses: np.ndarray, version: int | None, listed: list) -> np.ndarray:
+    """``addresses`` less those of items whose id a rejected row of this run still lists."""
+    if not listed or version is None or not len(addresses):
+        return addresses
+    ids = ids_at(store.open(ITEMS, version), addresses.tolist(), slice_rows=SCAN_ROWS)
+    keep = ~np.isin(hash64(ids), np.unique(hash64(pa.array(listed, pa.string()))))
+    return addresses[keep]
 
 
 def _prune(store: Store, addresses: np.ndarray, version: int | None) -> int:

@@ -470,3 +470,45 @@ def test_a_csv_row_longer_than_the_largest_block_names_where_it_starts(store, tm
     m.write_text("id,text\n" + "".join(f"a{i},one\n" for i in range(10)) + 'open,"never closed\n' + "z" * 40000)
     with pytest.raises(ManifestError, match=r"a row after data row 10 is longer than 0 MB.*unclosed quote"):
         ingest(store, SourceConfig(name="s", manifest="x", image=None), m)
+
+
+def test_prune_keeps_items_whose_rows_are_still_listed_but_rejected_this_run(store, tmp_path):
+    """A tester's emptied text, stray comma and latin-1 byte each pruned an item still in the
+    manifest, with its vectors. A row rejected whole keeps its item; a row that cannot be parsed
+    (its id unknown) stops the prune, and says why."""
+    m = tmp_path / "m.csv"
+    src = SourceConfig(name="s", manifest="x", image=None, prune=True)
+    m.write_text("id,text\na,red shoe\nb,blue hat\nc,cafe menu\nd,green shirt\n")
+    ingest(store, src, m)
+    m.write_text("id,text\na,red shoe\nb,blue hat\nc,cafe menu\nd,\n")  # d emptied: rejected, still listed
+    kept = ingest(store, src, m)
+    assert kept.pruned == 0 and kept.prune_skipped is None and kept.rejected == 1
+    assert sorted(store.read(ITEMS, ["id"]).column("id").to_pylist()) == ["a", "b", "c", "d"]
+    m.write_bytes(b"id,text\na,red shoe\nb,blue, hat\nc,caf\xe9 menu\n")  # d gone; b and c unreadable
+    skipped = ingest(store, src, m)
+    assert skipped.pruned == 0 and "2 rows of the manifest could not be read" in skipped.prune_skipped
+    assert sorted(store.read(ITEMS, ["id"]).column("id").to_pylist()) == ["a", "b", "c", "d"]
+    m.write_text("id,text\na,red shoe\nb,blue hat\nc,cafe menu\n")
+    done = ingest(store, src, m)
+    assert done.pruned == 1 and sorted(store.read(ITEMS, ["id"]).column("id").to_pylist()) == ["a", "b", "c"]
+    assert rejects.known(store, "ingest", source="s") == {}  # every earlier verdict replaced by this clean run
+
+
+def test_prune_is_skipped_when_the_manifest_changes_while_it_is_read(store, tmp_path, monkeypatch):
+    from flows.stages import ingest as stage
+
+    m = tmp_path / "m.csv"
+    src = SourceConfig(name="s", manifest="x", image=None, prune=True)
+    m.write_text("id,text\n" + "".join(f"i{k},t {k}\n" for k in range(10)))
+    ingest(store, src, m)
+    m.write_text("id,text\n" + "".join(f"i{k},t {k}\n" for k in range(5)))
+    real = stage._prepare
+
+    def rewritten_meanwhile(*args, **kwargs):
+        m.write_text("id,text\n" + "".join(f"i{k},t {k}\n" for k in range(10)) + "extra,row\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "_prepare", rewritten_meanwhile)
+    report = ingest(store, src, m)
+    assert report.pruned == 0 and "changed while it was read" in report.prune_skipped
+    assert store.open(ITEMS).count_rows() == 10
