@@ -51,6 +51,8 @@ def stage_lines(reports: dict) -> list[str]:
             shown = ", ".join(f"{kind}: {n}" for kind, n in list(problems.items())[:5])
             more = f", and {counted(len(problems) - 5, 'more kind')}" if len(problems) > 5 else ""
             lines.append(f"  problems by kind (rows): {shown}{more}; each row's reason and fix: plait rejects")
+        for what in (getattr(r, "finished", None) or {}).values():
+            lines.append(f"  finished first, left by a stopped run: {what}")
         if getattr(r, "prune_skipped", None):
             lines.append(f"  prune skipped: {r.prune_skipped}")
         elif getattr(r, "prune_refused", False):

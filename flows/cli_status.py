@@ -86,7 +86,7 @@ def _fusions(store) -> list[dict]:
 def status(root: Path) -> dict:
     from flows.config import open_project
     from flows.maintenance import staleness
-    from store import registries, rejects
+    from store import registries, rejects, unfinished
 
     from flows.stages.ingest import sources_in_items
 
@@ -100,7 +100,8 @@ def status(root: Path) -> dict:
             "encoders": [{k: r[k] for k in ("id", "modality", "spec", "dim", "fingerprint", "status")}
                          for r in registries.rows(store, "encoders")],
             "fusions": _fusions(store), "heads": _heads(store),
-            "indexes": _indexes(store, tables), "stale": staleness(store), "unconfigured_sources": unconfigured}
+            "indexes": _indexes(store, tables), "stale": staleness(store), "unconfigured_sources": unconfigured,
+            "unfinished": [{"op": r["op"], "detail": r["detail"], "at": str(r["at"])} for r in unfinished.pending(store)]}
 
 
 def _metric_text(metrics: dict) -> str:
@@ -167,6 +168,9 @@ def status_text(p: dict) -> str:
             what = {"heads": "head", "fusions": "fusion", "derived": "table"}[kind]
             lines.append(f"stale {what} {terminal_safe(name)}: {terminal_safe('; '.join(entry['why']))} "
                          f"(fix: {entry['fix']})")
+    for u in p.get("unfinished", []):
+        lines.append(f"unfinished: {terminal_safe(u['detail'])} (started {u['at'][:19]}) was stopped part way, or is "
+                     f"running now (fix: plait repair, or the next plait ingest, finishes it)")
     for name, n in sorted(p.get("unconfigured_sources", {}).items()):
         lines.append(f"source {terminal_safe(name)} is not in plait.toml but holds {n} items (renamed or removed?): "
                      f"plait drop-source {terminal_safe(shlex.quote(name))} removes them")

@@ -19,6 +19,7 @@ def cmd_repair(args, out) -> int:
     lines = [f"{t}: {n} repeated rows removed (one row per id kept, one commit)" for t, n in r.tables.items()]
     lines += [f"index of {t} rebuilt" for t in r.indexes_rebuilt]
     lines += [f"artifact moved under the store: {m}" for m in r.artifacts_moved]
+    lines += [f"finished what a stopped run left: {what}" for what in r.finished.values()]
     lines += [f"{t}: {n} rows removed whose item is no longer in items" for t, n in r.orphans.items()]
     out(args, dataclasses.asdict(r), "\n".join(lines)
         or "nothing to repair: every table holds one row per id, and every derived row's item exists")

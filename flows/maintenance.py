@@ -20,6 +20,7 @@ from pathlib import Path
 from store import registries
 from store.db import Store
 from store.lease import hold
+from store import unfinished
 from store.orphans import derived_tables, drop_orphans, item_hashes
 from store.schema import ENCODERS, FUSIONS, HEADS, ITEMS, key_of
 
@@ -30,6 +31,7 @@ class RepairReport:
     indexes_rebuilt: list = field(default_factory=list)
     artifacts_moved: list = field(default_factory=list)
     orphans: dict = field(default_factory=dict)  # derived table → rows removed whose item is gone
+    finished: dict = field(default_factory=dict)  # unfinished operation (a killed prune...) → what finishing did
 
 
 def _lease_name(table: str) -> str:
@@ -63,7 +65,37 @@ def repair(store: Store) -> RepairReport:
             VectorSearch(store, table).build_index(meta.get("kind", "hnsw"), rebuild=True)
             out.indexes_rebuilt.append(table)
     out.artifacts_moved = _relocate_artifacts(store)
+    out.finished = finish_unfinished(store)
     out.orphans = remove_orphans(store)
+    return out
+
+
+def reset_change_keys(store: Store) -> None:
+    """Every item's change key to a value no row hashes to: the next ingest rewrites each row
+    (after a label column is dropped, its values must come back as declared)."""
+    from store.retry import retry
+
+    retry(lambda: store.open(ITEMS).update(values_sql={"row_sha256": "'label-dropped'"}), what="reset change keys")
+
+
+def finish_unfinished(store: Store) -> dict[str, str]:
+    """Finish what a killed multi-commit operation left (:mod:`store.unfinished`), under the
+    items lease (every such operation holds it, so none is running while this reads them)."""
+    if not unfinished.pending(store):
+        return {}
+    out = {}
+    with hold(store, "items", "finish unfinished"):
+        left = unfinished.pending(store)
+        ops = {r["op"] for r in left}
+        what = "; ".join(sorted({r["detail"] for r in left}))
+        if "change-keys" in ops and store.exists(ITEMS):
+            reset_change_keys(store)
+            out["change-keys"] = f"change keys reset, so the next ingest refills the labels ({what})"
+        unfinished.finished(store, "change-keys")
+        if "orphans" in ops:
+            removed = remove_orphans(store)
+            out["orphans"] = f"{sum(removed.values())} derived rows of removed items deleted ({what})"
+        unfinished.finished(store, "orphans")
     return out
 
 

@@ -17,6 +17,7 @@ FUSIONS = "fusions"
 HEADS = "heads"
 LEASES = "_leases"
 WATERMARKS = "_watermarks"
+UNFINISHED = "_unfinished"
 
 MODALITIES = ("text", "image")
 LABEL_PREFIX = "label_"

@@ -21,6 +21,7 @@ with their rows in embedding, fused and prediction tables.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from collections import Counter, defaultdict
@@ -36,7 +37,7 @@ from flows.config import SourceConfig
 from flows.images import image_ref
 from flows.manifests import ManifestError, iter_manifest
 from flows.stages import ingest_plan
-from store import partitions, rejects, spill_dirs, sql
+from store import partitions, rejects, spill_dirs, sql, unfinished
 from store.db import Store, constant, fragment_batches, ids_at, now_array, sha256_column, take_rows
 from store.errors import ConfigError, SchemaMismatch, did_you_mean
 from store.keys import hash64, hex64
@@ -69,6 +70,7 @@ class IngestReport:
     missing: int = 0  # items of this source no longer in its manifest, kept (prune off, or no row landed)
     prune_refused: bool = False  # prune was asked for, but no row of the manifest landed (see _ingest)
     prune_skipped: str | None = None  # why prune was not done though rows landed (see _prune_blocker)
+    finished: dict = field(default_factory=dict)  # what a killed earlier operation left, finished first
     problems: dict[str, int] = field(default_factory=dict)  # kind of problem → rows (the reasons: plait rejects)
 
 
@@ -475,6 +477,9 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, pru
     types = source.label_types()
     schema = declared_items_schema(types)
     with hold(store, "items", "ingest"):
+        from flows.maintenance import finish_unfinished
+
+        done = finish_unfinished(store)  # a killed prune's derived rows, a killed drop-label's change keys
         if store.exists(ITEMS):
             have = store.open(ITEMS)
             check_label_types(have.schema, schema)
@@ -489,8 +494,9 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, pru
             existing = _Existing(store, Partitions(ingest_plan.ITEM_KEY, "key", bits, directory if bits else None,
                                                    "items"))
             staging = _Staging(directory, bits)
-            return _ingest(store, source, manifest, prune, on_progress, base, roots, types, schema, existing,
-                           staging, stored.schema)
+            report = _ingest(store, source, manifest, prune, on_progress, base, roots, types, schema, existing,
+                             staging, stored.schema)
+            return dataclasses.replace(report, finished=done) if done else report
 
 
 def _ingest(store, source, manifest, prune, on_progress, base, roots, types, schema, existing: _Existing,
@@ -717,9 +723,10 @@ def _prune(store: Store, addresses: np.ndarray, version: int | None) -> int:
     gone = ids_at(store.open(ITEMS, version), addresses.tolist(), slice_rows=SCAN_ROWS).to_pylist()
     if not gone:
         return 0
-    store.delete_ids(ITEMS, gone)
-    for table in derived_tables(store):
-        store.delete_ids(table, gone)
+    with unfinished.recorded(store, "orphans", "prune"):
+        store.delete_ids(ITEMS, gone)
+        for table in derived_tables(store):
+            store.delete_ids(table, gone)
     keys = [f"{stage}|{i}" for stage in _reject_stages(store) for i in gone]
     store.delete_ids("rejects", keys, key="key")
     return len(gone)
@@ -739,8 +746,11 @@ def drop_label(store: Store, name: str) -> int:
             known = [n.removeprefix(LABEL_PREFIX) for n in names if n.startswith(LABEL_PREFIX)]
             raise ConfigError(f"the items table has no label {name!r}" + did_you_mean(name, known)
                               + f" (labels: {known})", fix="name a stored label (plait status lists them)")
-        store.drop_columns(ITEMS, [column])
-        retry(lambda: store.open(ITEMS).update(values_sql={"row_sha256": "'label-dropped'"}), what="drop label")
+        from flows.maintenance import reset_change_keys
+
+        with unfinished.recorded(store, "change-keys", f"drop-label {name}"):
+            store.drop_columns(ITEMS, [column])
+            reset_change_keys(store)
         return store.version(ITEMS)
 
 
@@ -769,10 +779,11 @@ def drop_source(store: Store, name: str) -> SourceDropped:
                               + f" (sources in the store: {sorted(known)})",
                               fix="name a source that holds items; if a drop-source of it was stopped part way, "
                                   "plait repair removes the rows it left")
-        if n:
-            retry(lambda: store.open(ITEMS).delete(sql.equals("source", name)), what="drop source")
-        present = item_hashes(store)  # read once for every derived table
-        derived = sum(drop_orphans(store, table, present=present) for table in derived_tables(store))
+        with unfinished.recorded(store, "orphans", f"drop-source {name}"):
+            if n:
+                retry(lambda: store.open(ITEMS).delete(sql.equals("source", name)), what="drop source")
+            present = item_hashes(store)  # read once for every derived table
+            derived = sum(drop_orphans(store, table, present=present) for table in derived_tables(store))
         if verdicts:  # last: while they remain, running drop-source again finishes a stopped run
             retry(lambda: store.open(REJECTS).delete(sql.equals("source", name)), what="drop source rejects")
         if n:
