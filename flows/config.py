@@ -33,6 +33,16 @@ DEFAULT_HEAD = "mtl"  # what `plait train` trains when plait.toml has no [[heads
 LABEL_TYPES = ("class", "float", "list")
 
 
+def bad_label_name(name: str) -> str | None:
+    """Why ``name`` cannot be a label column, or None. Lance reads ``.`` as a path into a
+    struct and a backtick as quoting: a label ``cat.main`` failed every ingest, and one with a
+    backtick wedged the items table (attacker, round 3)."""
+    odd = [c for c in (".", "`") if c in name]
+    if odd:
+        return f"a label name cannot hold {' or '.join(repr(c) for c in odd)} (the store reads it as a column path)"
+    return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class SourceConfig:
     """Where items come from and which manifest columns mean what.
@@ -63,6 +73,9 @@ class SourceConfig:
             if not name:
                 raise ConfigError(f"source {self.name!r} has an empty label name in {list(self.labels)}",
                                   fix="write labels as NAME or NAME:TYPE, e.g. labels = [\"category\", \"price:float\"]")
+            if bad_label_name(name):
+                raise ConfigError(f"label {name!r} of source {self.name!r}: {bad_label_name(name)}",
+                                  fix="rename that column in the manifest (e.g. cat_main for cat.main)")
             if kind not in LABEL_TYPES:
                 raise ConfigError(f"label {name!r} of source {self.name!r} has unknown type {kind!r}"
                                   + did_you_mean(kind, LABEL_TYPES),

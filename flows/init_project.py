@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import tomlkit
 
-from flows.config import PROJECT_FILE
+from flows.config import PROJECT_FILE, bad_label_name
 from flows.manifests import IMAGE_SUFFIXES, TABLE_SUFFIXES, iter_manifest
 from store.errors import ConfigError
 
@@ -193,6 +193,9 @@ def _label_kind(col: pa.ChunkedArray, rows: int) -> tuple[str | None, str]:
 def _pick_labels(t: pa.Table, g: Guess) -> None:
     for c in t.column_names:
         if c in (g.id, g.image, g.text):
+            continue
+        if bad_label_name(c):
+            g.skipped.append((c, f"{bad_label_name(c)}; rename the column to use it as a label"))
             continue
         kind, why = _label_kind(t.column(c), t.num_rows)
         if kind is None:

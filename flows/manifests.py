@@ -52,17 +52,17 @@ def iter_manifest(path: Path, *, id_column: str = "id", image_column: str | None
     if not path.is_file():
         raise ManifestError(f"manifest {path} is not a regular file",
                             fix="point the source at a .parquet, .csv or .jsonl file, or a folder of images")
-    yield from iter_table_file(path)
+    yield from iter_table_file(path, tuple(c for c in (id_column, text_column) if c))
 
 
-def iter_table_file(path: Path) -> Iterator[ManifestBatch]:
+def iter_table_file(path: Path, text_columns: tuple[str, ...] = ()) -> Iterator[ManifestBatch]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         yield from _iter_parquet(path)
     elif suffix == ".csv":
         yield from _iter_csv(path)
     elif suffix in (".jsonl", ".ndjson"):
-        yield from _iter_jsonl(path)
+        yield from _iter_jsonl(path, text_columns)
     else:
         raise ManifestError(f"manifest {path} has unsupported type {suffix!r}",
                             fix="use .parquet, .csv, .jsonl, or a folder of images")
@@ -80,6 +80,7 @@ def _iter_parquet(path: Path) -> Iterator[ManifestBatch]:
     except (pa.ArrowInvalid, OSError) as e:
         raise ManifestError(f"manifest {path} is not a readable Parquet file ({_first_line(e)})",
                             fix="re-export it as Parquet, or rename it to its real format (.csv, .jsonl)") from None
+    _unique_names(pf.schema_arrow.names, path)
     start = 1
     try:
         for batch in pf.iter_batches(batch_size=BATCH_ROWS):
@@ -115,10 +116,10 @@ def _iter_csv(path: Path) -> Iterator[ManifestBatch]:
         raise ManifestError(f"manifest {path} is empty", fix="write a header row (id,text,image,...) and one row per item")
     try:
         with open(path, "rb") as f:
-            header = f.readline()
-        names = next(iter(_csv_header(header, path)))
+            names = next(iter(_csv_header(f.read(1 << 20), path)))
     except StopIteration:
         raise ManifestError(f"manifest {path} has no header row", fix="write a header row first") from None
+    _unique_names(names, path)
     done = _CsvProgress()
     for block in CSV_BLOCK_BYTES:
         try:
@@ -202,15 +203,27 @@ def _csv_pass(path: Path, names: list[str], block: int, done: _CsvProgress) -> I
         yield ManifestBatch(pa.table({n: pa.array([], pa.string()) for n in names}), [], more)
 
 
-def _csv_header(header: bytes, path: Path):
-    import csv as pycsv
+def _unique_names(names: list[str], path: Path) -> None:
+    """A column name twice: one of them would be read as the other, silently."""
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ManifestError(f"manifest {path} has columns named alike: {twice} (each more than once)",
+                            fix="give every column its own name in the header")
 
-    try:
-        text = header.decode("utf-8-sig")
+
+def _csv_header(head: bytes, path: Path):
+    """The header record of the file's first bytes, as pyarrow will read it: quoted fields may
+    hold commas and newlines, and lines may end in LF, CRLF or a lone CR."""
+    import codecs
+    import csv as pycsv
+    import io
+
+    try:  # incremental: a character cut at the end of the bytes read is not an error
+        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
     except UnicodeDecodeError:
         raise ManifestError(f"manifest {path}: the header row is not UTF-8",
                             fix="re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
-    return pycsv.reader([text])
+    return pycsv.reader(io.StringIO(text, newline=""))
 
 
 def _utf8_columns(table: pa.Table, numbers: list[int]) -> tuple[pa.Table, dict[int, str]]:
@@ -240,10 +253,12 @@ def _utf8_columns(table: pa.Table, numbers: list[int]) -> tuple[pa.Table, dict[i
 
 
 # --- JSONL -----------------------------------------------------------------------------------
-def _iter_jsonl(path: Path) -> Iterator[ManifestBatch]:
+def _iter_jsonl(path: Path, text_columns: tuple[str, ...] = ()) -> Iterator[ManifestBatch]:
+    """``text_columns`` (id, text): a list or object there is a bad row, never its JSON text."""
     rows: list[dict] = []
     numbers: list[int] = []
     bad: list[tuple[int, str]] = []
+    seen: dict[str, None] = {}  # every key of earlier batches: a batch lacking one gets it as nulls
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, 1):
             if not raw.strip():
@@ -256,6 +271,9 @@ def _iter_jsonl(path: Path) -> Iterator[ManifestBatch]:
             except ValueError as e:
                 bad.append((line_no, f"bad JSON: line {line_no} is not JSON ({str(e)[:80]}); fix: correct or remove the line"))
                 continue
+            except RecursionError:
+                bad.append((line_no, f"bad JSON: line {line_no} is nested too deep to read; fix: flatten or remove the line"))
+                continue
             if not isinstance(value, dict):
                 bad.append((line_no, f"bad JSON: line {line_no} is a JSON {type(value).__name__}, not an object; "
                                      "fix: write one object per line, like {\"id\": \"a\", \"text\": \"...\"}"))
@@ -264,13 +282,19 @@ def _iter_jsonl(path: Path) -> Iterator[ManifestBatch]:
                 bad.append((line_no, f"bad text: line {line_no} field {where!r} holds a lone surrogate escape "
                                      "(\\ud800-\\udfff alone is not Unicode text); fix: re-export the file with valid text"))
                 continue
+            where = next((c for c in text_columns if isinstance(value.get(c), (list, dict))), None)
+            if where is not None:
+                kind = "list" if isinstance(value[where], list) else "object"
+                bad.append((line_no, f"bad value: line {line_no} field {where!r} holds a JSON {kind}, not text; "
+                                     f"fix: give one string"))
+                continue
             rows.append(value)
             numbers.append(line_no)
             if len(rows) == BATCH_ROWS:
-                yield ManifestBatch(_table_of(rows), numbers, bad)
+                yield ManifestBatch(_table_of(rows, seen), numbers, bad)
                 rows, numbers, bad = [], [], []
     if rows or bad:
-        yield ManifestBatch(_table_of(rows), numbers, bad)
+        yield ManifestBatch(_table_of(rows, seen), numbers, bad)
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # only such an escape can make a lone surrogate
@@ -298,11 +322,14 @@ def _lone_surrogate(value, field: str = "") -> str | None:
     return None
 
 
-def _table_of(rows: list[dict]) -> pa.Table:
+def _table_of(rows: list[dict], seen: dict | None = None) -> pa.Table:
     """Python rows → Arrow, column by column: a column whose values do not share one type
     (a price of "cheap" beside 3.5) becomes strings (lists and objects as JSON), so one odd
     value is one rejected label later, not a failed read."""
     names = list(dict.fromkeys(k for r in rows for k in r))
+    if seen is not None:
+        names += [n for n in seen if n not in names]  # an optional key absent from this whole batch
+        seen.update(dict.fromkeys(names))
     cols = {}
     for n in names:
         values = [r.get(n) for r in rows]

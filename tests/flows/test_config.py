@@ -162,3 +162,22 @@ def test_record_encoders_adds_only_new_encoders_when_called_twice(tmp_path):
 def test_config_refuses_duplicate_names_when_two_entries_share_one(tmp_path):
     with pytest.raises(ConfigError, match=r"head name\(s\) \['mtl'\] used more than once"):
         _load(tmp_path, BASE + '\n[[heads]]\nname = "mtl"\nfusion = "fused"\ntasks = ["category"]\n')
+
+
+@pytest.mark.parametrize("label", ["cat.main", "we`ird", "a.b:float"])
+def test_a_label_name_the_store_reads_as_a_column_path_is_refused_with_the_fix(label):
+    """``cat.main`` failed every ingest with advice about disk permissions, and a backtick
+    wedged the items table for good (attacker, round 3)."""
+    from flows.config import SourceConfig
+
+    with pytest.raises(ConfigError, match="cannot hold") as e:
+        SourceConfig(name="s", manifest="m.csv", labels=(label,))
+    assert "rename that column" in e.value.fix
+
+
+def test_init_skips_a_column_whose_name_cannot_be_a_label(tmp_path):
+    from flows.init_project import guess
+
+    (tmp_path / "m.csv").write_text("id,text,cat.main,kind\n" + "".join(f"i{k},some text {k},a,b\n" for k in range(20)))
+    g = guess(tmp_path / "m.csv")
+    assert [spec for spec, _ in g.labels] == ["kind"] and "cat.main" in dict(g.skipped)

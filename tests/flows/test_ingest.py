@@ -512,3 +512,59 @@ def test_prune_is_skipped_when_the_manifest_changes_while_it_is_read(store, tmp_
     report = ingest(store, src, m)
     assert report.pruned == 0 and "changed while it was read" in report.prune_skipped
     assert store.open(ITEMS).count_rows() == 10
+
+
+@pytest.mark.parametrize("case", ["deep", "mixed", "late-key", "cr", "dup-csv", "dup-parquet", "quoted-header"])
+def test_hostile_manifest_shapes_from_attack_round_3(store, tmp_path, case):
+    """Each of these crashed ingest, lost rows, or landed a list as its JSON text."""
+    import json as js
+
+    from flows.manifests import ManifestError
+
+    src = SourceConfig(name="s", manifest="x", image=None, labels=("cat",))
+    if case == "deep":
+        m = tmp_path / "m.jsonl"
+        m.write_text('{"id": "a", "text": "ok", "cat": "x"}\n{"id": "b", "text": "t", "cat": ' + "[" * 200_000
+                     + "]" * 200_000 + "}\n")
+        r = ingest(store, src, m)
+        assert (r.written, r.rejected) == (1, 1) and "nested too deep" in _reasons(store)["s:row2"]
+    elif case == "mixed":
+        m = tmp_path / "m.jsonl"
+        m.write_text('{"id": ["x"], "text": "a", "cat": "c"}\n{"id": "y", "text": {"k": "struct"}, "cat": "c"}\n'
+                     '{"id": "z", "text": "plain", "cat": "c"}\n')
+        r = ingest(store, src, m)
+        assert store.read(ITEMS, ["id"]).column("id").to_pylist() == ["z"] and r.rejected == 2
+        assert "holds a JSON object, not text" in _reasons(store)["s:row2"]
+    elif case == "late-key":
+        from flows import manifests
+
+        manifests_batch = manifests.BATCH_ROWS
+        m = tmp_path / "m.jsonl"
+        m.write_text("".join(js.dumps({"id": f"r{i}", "text": f"t {i}", **({"cat": "a"} if i < 5 else {})}) + "\n"
+                             for i in range(12)))
+        try:
+            manifests.BATCH_ROWS = 5
+            r = ingest(store, src, m)
+        finally:
+            manifests.BATCH_ROWS = manifests_batch
+        assert r.written == 12 and store.open(ITEMS).count_rows(filter="label_cat IS NULL") == 7
+    elif case == "cr":
+        m = tmp_path / "m.csv"
+        m.write_bytes(b"id,text,cat\ra,hello,x\rb,second,y\r")
+        assert ingest(store, src, m).written == 2
+    elif case == "dup-csv":
+        m = tmp_path / "m.csv"
+        m.write_text("id,text,cat,cat\na,hello,x,WRONG\n")
+        with pytest.raises(ManifestError, match=r"columns named alike: \['cat'\]"):
+            ingest(store, src, m)
+    elif case == "dup-parquet":
+        m = tmp_path / "m.parquet"
+        pq.write_table(pa.Table.from_arrays([pa.array(["a"]), pa.array(["t"]), pa.array(["x"]), pa.array(["y"])],
+                                            names=["id", "text", "cat", "cat"]), m)
+        with pytest.raises(ManifestError, match="columns named alike"):
+            ingest(store, src, m)
+    else:
+        m = tmp_path / "m.csv"
+        m.write_text('"note\nx",id,text,cat\nn1,007,hello,a\nn2,7,second,b\nn3,1e3,third,c\n')
+        assert ingest(store, src, m).written == 3
+        assert sorted(store.read(ITEMS, ["id"]).column("id").to_pylist()) == ["007", "1e3", "7"]
