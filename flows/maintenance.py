@@ -20,7 +20,7 @@ from pathlib import Path
 from store import registries
 from store.db import Store
 from store.lease import hold
-from store import unfinished
+from store import same_data, unfinished
 from store.orphans import derived_tables, drop_orphans, item_hashes
 from store.schema import ENCODERS, FUSIONS, HEADS, ITEMS, key_of
 
@@ -157,7 +157,10 @@ def optimize(store: Store, older_than: dt.timedelta = dt.timedelta(days=7)) -> l
     out = []
     for table in store.table_names(internal=True):
         with hold(store, _lease_name(table), "optimize") if not table.startswith("_") else _nothing():
-            out.append(store.optimize(table, older_than))
+            done = store.optimize(table, older_than)
+            if not table.startswith("_"):  # under the lease: no write came between the two versions
+                same_data.record(store, table, done["version_before"], done["version_after"])
+            out.append(done)
     return out
 
 
@@ -188,7 +191,8 @@ def staleness(store: Store) -> dict:
         fusion = by_table.get(row["features_table"])
         if fusion is not None and row.get("fusion_fingerprint") and row["fusion_fingerprint"] != fusion["fingerprint"]:
             why.append("its fusion was refitted (plait score refuses it)")
-        if store.exists(row["features_table"]) and store.version(row["features_table"]) != row["features_version"]:
+        if store.exists(row["features_table"]) and not same_data.same_rows(store, row["features_table"],
+                                                                             row["features_version"]):
             why.append(f"{row['features_table']} moved on from v{row['features_version']}")
         if why:
             out["heads"].append({"head": f"{name}@v{row['version']}", "why": why, "fix": f"plait train {name}"})
@@ -199,7 +203,7 @@ def staleness(store: Store) -> dict:
         for inp in json.loads(row["inputs_json"] or "[]"):
             if active.get(inp["modality"]) not in (None, inp["table"]):
                 why.append(f"{inp['modality']} input {inp['table']} is no longer the active encoder")
-            elif store.exists(inp["table"]) and store.version(inp["table"]) != inp["version"]:
+            elif store.exists(inp["table"]) and not same_data.same_rows(store, inp["table"], inp["version"]):
                 why.append(f"{inp['table']} moved on from v{inp['version']}")
         if why:
             out["fusions"].append({"fusion": name, "why": why, "fix": f"plait fuse {name}"})
@@ -209,7 +213,7 @@ def staleness(store: Store) -> dict:
             first = store.open(table).to_lance().to_table(columns=["source_table", "source_version"], limit=1)
             if first.num_rows:
                 source, version = first.column("source_table")[0].as_py(), first.column("source_version")[0].as_py()
-                if store.exists(source) and store.version(source) != version:
+                if store.exists(source) and not same_data.same_rows(store, source, version):
                     out["derived"].append({"table": table, "why": [f"computed from {source}@v{version}, which is "
                                                                    f"at v{store.version(source)} now"],
                                            "fix": f"plait {command} {source}"})

@@ -346,7 +346,7 @@ class Store:
         ``older_than``, except tagged (pinned) ones. Returns what it did."""
         tbl = self._db.open_table(name)
         ds = tbl.to_lance()
-        before = len(ds.versions())
+        before, version_before = len(ds.versions()), ds.version
         compaction = ds.optimize.compact_files()
         try:
             ds.optimize.optimize_indices()
@@ -355,7 +355,8 @@ class Store:
         ds = self._db.open_table(name).to_lance()
         stats = ds.cleanup_old_versions(older_than=older_than, error_if_tagged_old_versions=False)
         after = len(self._db.open_table(name).to_lance().versions())
-        return {"table": name, "fragments_removed": compaction.fragments_removed,
+        return {"table": name, "version_before": version_before, "version_after": ds.version,
+                "fragments_removed": compaction.fragments_removed,
                 "fragments_added": compaction.fragments_added, "versions_before": before,
                 "versions_after": after, "versions_removed": stats.old_versions, "bytes_removed": stats.bytes_removed,
                 "pinned": sorted(self.pins(name).values())}

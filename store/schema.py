@@ -18,6 +18,7 @@ HEADS = "heads"
 LEASES = "_leases"
 WATERMARKS = "_watermarks"
 UNFINISHED = "_unfinished"
+SAME_DATA = "_same_data"
 
 MODALITIES = ("text", "image")
 LABEL_PREFIX = "label_"

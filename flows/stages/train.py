@@ -18,6 +18,7 @@ from flows.config import HeadConfig
 from flows.progress import bar
 from heads import MultiTaskHeads, TaskSpec, split_masks, task_metrics
 from store import registries
+from store.same_data import same_rows
 from store.artifacts import new_id
 from store.db import Store, vectors_of
 from store.errors import ConfigError, MissingTable
@@ -107,6 +108,11 @@ def _train(store: Store, cfg: HeadConfig, version: int | None, labels_version: i
                           fix="pick a listed version (plait status), or leave --version out for the latest")
     pinned = version is not None
     version = store.version(table) if version is None else version
+    if labels_version is not None:
+        item_versions = [v["version"] for v in store.open(ITEMS).list_versions()]
+        if labels_version not in item_versions:  # removed by plait optimize, unless a head pinned it
+            raise ConfigError(f"items has no version {labels_version}; it has {_ranges(item_versions)}",
+                              fix="pick a listed version, or leave --labels-version out for the current labels")
     if labels_version is None:
         labels_version = labels_version_at(store, table, version) if pinned else store.version(ITEMS)
     config_sha = sha256_json(asdict(cfg))[:16]
@@ -114,7 +120,8 @@ def _train(store: Store, cfg: HeadConfig, version: int | None, labels_version: i
     digest = _digest(ids, raw)
     fusion = registries.get(store, FUSIONS, cfg.fusion) if store.exists(FUSIONS) else None
     for row in registries.rows(store, HEADS):
-        if (row["name"] == cfg.name and row["features_table"] == table and row["features_version"] == version
+        if (row["name"] == cfg.name and row["features_table"] == table
+                and (row["features_version"] == version or (not pinned and same_rows(store, table, row["features_version"])))
                 and row["config_sha256"] == config_sha and row.get("labels_sha256") == digest
                 and store.artifacts.exists(row["artifact_dir"])):
             stored = json.loads(row["metrics_json"])

@@ -437,6 +437,37 @@ def test_query_space_reloads_after_a_refit_and_score_refuses_a_head_of_the_old_f
 
 
 # --- versions: pins and atomic rewrites ------------------------------------------------------
+def test_after_optimize_a_head_is_not_stale_and_the_next_train_reuses_it(built):
+    """The pipeline's own optimize compacts the fused table: status then called the head it had
+    just trained stale, and the next unchanged run trained a new version (attacker, round 3).
+    A real change after the compaction still counts."""
+    from flows.maintenance import optimize, staleness
+
+    store, dataset = built
+    head = train(store, HEAD)
+    for k in range(3):  # small appended fragments: what compaction merges
+        _rewrite_manifest(dataset, lambda rows: rows + [{**rows[0], "id": f"extra-{k}"}])
+        ingest(store, SOURCE, dataset)
+        embed(store, "text", "counting:1", encoder=CountingTextEncoder())
+        embed(store, "image", "classic:color")
+        fuse(store, FusionConfig(name="f"))
+    head = train(store, HEAD)
+    before = store.version("fused__f")
+    optimize(store)
+    assert store.version("fused__f") != before  # compaction committed a version
+    assert staleness(store)["heads"] == [] and staleness(store)["fusions"] == []
+    again = train(store, HEAD)
+    assert again.reused and again.version == head.version
+    _rewrite_manifest(dataset, lambda rows: [r for r in rows if r["id"] != "item-0010"])
+    ingest(store, SOURCE, dataset, prune=True)
+    assert [e["head"] for e in staleness(store)["heads"]] == [f"h@v{head.version}"]
+    assert not train(store, HEAD).reused
+    from store.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="items has no version 999; it has"):
+        train(store, HEAD, labels_version=999)
+
+
 def test_optimize_removes_old_versions_but_keeps_every_pinned_one(built):
     import datetime as dt
 
