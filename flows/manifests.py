@@ -116,7 +116,7 @@ def _iter_csv(path: Path) -> Iterator[ManifestBatch]:
         raise ManifestError(f"manifest {path} is empty", fix="write a header row (id,text,image,...) and one row per item")
     try:
         with open(path, "rb") as f:
-            names = next(iter(_csv_header(f.read(1 << 20), path)))
+            names = _csv_header(f.read(1 << 20), path)
     except StopIteration:
         raise ManifestError(f"manifest {path} has no header row", fix="write a header row first") from None
     _unique_names(names, path)
@@ -211,19 +211,22 @@ def _unique_names(names: list[str], path: Path) -> None:
                             fix="give every column its own name in the header")
 
 
-def _csv_header(head: bytes, path: Path):
+def _csv_header(head: bytes, path: Path) -> list[str]:
     """The header record of the file's first bytes, as pyarrow will read it: quoted fields may
-    hold commas and newlines, and lines may end in LF, CRLF or a lone CR."""
-    import codecs
+    hold commas and newlines, and lines may end in LF, CRLF or a lone CR. Only the header must
+    be UTF-8 here (a latin-1 data row later is that row's reject)."""
     import csv as pycsv
     import io
 
-    try:  # incremental: a character cut at the end of the bytes read is not an error
-        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
-    except UnicodeDecodeError:
-        raise ManifestError(f"manifest {path}: the header row is not UTF-8",
-                            fix="re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
-    return pycsv.reader(io.StringIO(text, newline=""))
+    text = head.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="surrogateescape")
+    names = next(iter(pycsv.reader(io.StringIO(text, newline=""))))  # StopIteration: no header
+    for name in names:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ManifestError(f"manifest {path}: the header row is not UTF-8",
+                                fix="re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    return names
 
 
 def _utf8_columns(table: pa.Table, numbers: list[int]) -> tuple[pa.Table, dict[int, str]]:

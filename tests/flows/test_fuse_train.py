@@ -12,6 +12,7 @@ from flows.stages.ingest import ingest
 from flows.stages.query import Query, QuerySpace
 from flows.stages.train import train
 from heads import MultiTaskHeads
+from store import encoder_tables
 from store.db import vectors_of
 from store.search import SearchRequest
 
@@ -83,7 +84,8 @@ def test_text_query_masks_image_block_and_finds_matching_topic(embedded):
     q = QuerySpace(store, "both").ask(Query(text="a photo of a horse"),
                                       SearchRequest(k=5, columns=("text", "label_topic")))
     assert q.used == ["text"] and q.masked == ["image"]
-    assert q.result.table == "fused__both" and q.result.version == store.version("fused__both")
+    text_table = encoder_tables.active(store, "text")["id"]  # one block left of a concat: ranked on its input
+    assert q.result.table == text_table and q.result.version == store.version(text_table)
     assert [h.item["label_topic"] for h in q.result.hits].count("animal") >= 4
     assert np.all(np.diff([h.distance for h in q.result.hits]) >= 0)
 
