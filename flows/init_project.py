@@ -82,7 +82,10 @@ def _numbers(values: list) -> tuple[list[float], list[str]]:
         except ValueError:
             odd.append(str(v))
             continue
-        (good if math.isfinite(x) else odd).append(x if math.isfinite(x) else str(v))
+        if math.isfinite(x):
+            good.append(x)
+        else:
+            odd.append(str(v))
     return good, odd
 
 

@@ -17,11 +17,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from store import registries
+from store import registries, same_data, unfinished
 from store.db import Store
 from store.lease import hold
-from store import same_data, unfinished
 from store.orphans import derived_tables, drop_orphans, item_hashes
+from store.retry import retry
 from store.schema import ENCODERS, FUSIONS, HEADS, ITEMS, key_of
 
 
@@ -66,15 +66,13 @@ def repair(store: Store) -> RepairReport:
             out.indexes_rebuilt.append(table)
     out.artifacts_moved = _relocate_artifacts(store)
     out.finished = finish_unfinished(store)
-    out.orphans = remove_orphans(store)
+    out.orphans = {} if "orphans" in out.finished else remove_orphans(store)  # finishing just swept them
     return out
 
 
 def reset_change_keys(store: Store) -> None:
     """Every item's change key to a value no row hashes to: the next ingest rewrites each row
     (after a label column is dropped, its values must come back as declared)."""
-    from store.retry import retry
-
     retry(lambda: store.open(ITEMS).update(values_sql={"row_sha256": "'label-dropped'"}), what="reset change keys")
 
 

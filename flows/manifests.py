@@ -106,6 +106,11 @@ class _RowLongerThanBlock(Exception):
     pass
 
 
+def _retry_if_row_too_long(e: Exception) -> None:
+    if "straddling" in str(e):  # pyarrow: "straddling object straddles two block boundaries"
+        raise _RowLongerThanBlock from None
+
+
 def _iter_csv(path: Path) -> Iterator[ManifestBatch]:
     """pyarrow's CSV reader (fast, streamed) with every column read as bytes: ragged rows are
     collected through ``invalid_row_handler`` and bytes that are not UTF-8 are found per value,
@@ -154,7 +159,8 @@ def _csv_pass(path: Path, names: list[str], block: int, done: _CsvProgress) -> I
     def new_ragged() -> list:
         nonlocal skip_ragged
         out = _take(ragged)
-        dropped, skip_ragged = min(skip_ragged, len(out)), skip_ragged - min(skip_ragged, len(out))
+        dropped = min(skip_ragged, len(out))  # reported by an earlier pass
+        skip_ragged -= dropped
         done.ragged += len(out) - dropped
         return out[dropped:]
 
@@ -169,8 +175,7 @@ def _csv_pass(path: Path, names: list[str], block: int, done: _CsvProgress) -> I
                                                strings_can_be_null=True, quoted_strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, OSError) as e:
-        if "straddling" in str(e):
-            raise _RowLongerThanBlock from None
+        _retry_if_row_too_long(e)
         raise ManifestError(f"manifest {path} is not a readable CSV file ({_first_line(e)})",
                             fix="save it as UTF-8 CSV with a header row") from None
     row = 1
@@ -194,8 +199,7 @@ def _csv_pass(path: Path, names: list[str], block: int, done: _CsvProgress) -> I
             if table.num_rows or bad_rows or more:
                 yield ManifestBatch(table, numbers, bad_rows + more)
     except (pa.ArrowInvalid, OSError) as e:
-        if "straddling" in str(e):
-            raise _RowLongerThanBlock from None
+        _retry_if_row_too_long(e)
         raise ManifestError(f"manifest {path} could not be read after row {row - 1} ({_first_line(e)})",
                             fix="save it as UTF-8 CSV; nothing from it was ingested") from None
     more = new_ragged()

@@ -18,7 +18,7 @@ import pyarrow as pa
 from store.db import Store, vector_array, vectors_of
 from store.errors import BadQuery
 from store.exact import normalized
-from store.orphans import drop_orphans
+from store.orphans import after_rewrite
 from store.schema import vector_type
 
 CLUSTER_SCHEMA = pa.schema([
@@ -123,12 +123,7 @@ def cluster(store: Store, table: str, config: ClusterConfig = ClusterConfig()) -
                             "source_table": [table] * len(x), "source_version": np.full(len(x), version, np.int64)})
 
     out_version = store.replace(out_name, assigned(), CLUSTER_SCHEMA)
-    # a prune or drop-source meanwhile (even one that deleted items before this read the vectors and
-    # their rows after): its items stay gone. Checked always: items need not move during this run.
-    # The groups of the rows left are then stale, as status says (the source table moved on).
-    orphans = drop_orphans(store, out_name)
-    if orphans:
-        out_version = store.version(out_name)
+    orphans, out_version = after_rewrite(store, out_name, out_version)
     centres = km.cluster_centers_.astype(np.float32)
     cent_version = store.replace(centroids_name, [pa.table({
         "cluster": np.arange(config.k, dtype=np.int32), "vector": vector_array(centres), "size": sizes,

@@ -20,7 +20,7 @@ from scipy.sparse.csgraph import connected_components
 from store.db import Store
 from store.errors import BadQuery
 from store.index import HnswConfig, HnswIndex
-from store.orphans import drop_orphans
+from store.orphans import after_rewrite
 
 DEDUP_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -114,12 +114,7 @@ def find_duplicates(store: Store, table: str, threshold: float = 0.95, neighbour
                             "threshold": np.full(len(c), threshold, np.float32)})
 
     out_version = store.replace(out, batches(), DEDUP_SCHEMA)
-    # a prune or drop-source meanwhile (even one that deleted items before this read the vectors and
-    # their rows after): its items stay gone. Checked always: items need not move during this run.
-    # The groups of the rows left are then stale, as status says (the source table moved on).
-    orphans = drop_orphans(store, out)
-    if orphans:
-        out_version = store.version(out)
+    orphans, out_version = after_rewrite(store, out, out_version)
     multi = np.flatnonzero(sizes >= 2)
     examples = []
     for c in multi[np.argsort(-sizes[multi])][:5]:

@@ -59,3 +59,13 @@ def drop_orphans(store: Store, table: str, items_version_planned: int | None = N
             store.delete_ids(table, batch.column("id").take(gone).to_pylist())
             removed += len(gone)
     return removed
+
+
+def after_rewrite(store: Store, table: str, version: int) -> tuple[int, int]:
+    """For a derived table rewritten whole from a snapshot of vectors (dedup, clusters): a prune
+    or drop-source meanwhile, even one that deleted items before the snapshot was read and their
+    vectors after, must not bring its items back. Checked always: items need not move during
+    the run. Returns (rows removed, the table's version); the result is then stale, as status
+    says (its source table moved on)."""
+    removed = drop_orphans(store, table)
+    return removed, store.version(table) if removed else version

@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 
 from flows.config import SourceConfig
 from flows.images import image_ref
+from flows.maintenance import finish_unfinished, reset_change_keys
 from flows.manifests import ManifestError, iter_manifest
 from flows.stages import ingest_plan
 from store import partitions, rejects, spill_dirs, sql, unfinished
@@ -380,7 +381,6 @@ class _Tally:
     rejected: int = 0
     partial: int = 0
     bad: list = field(default_factory=list)
-    clean_ids: list = field(default_factory=list)  # ids landed clean that used to be rejected
     kinds: Counter = field(default_factory=Counter)  # problem kind → rows
 
     def count(self, problems: list[str]) -> None:
@@ -477,8 +477,6 @@ def ingest(store: Store, source: SourceConfig, manifest: Path | None = None, pru
     types = source.label_types()
     schema = declared_items_schema(types)
     with hold(store, "items", "ingest"):
-        from flows.maintenance import finish_unfinished
-
         done = finish_unfinished(store)  # a killed prune's derived rows, a killed drop-label's change keys
         if store.exists(ITEMS):
             have = store.open(ITEMS)
@@ -537,11 +535,12 @@ def _ingest(store, source, manifest, prune, on_progress, base, roots, types, sch
     written = writer.finish()
     # a manifest of which no row landed (empty, or every row bad) prunes nothing: it would
     # remove the whole source, which is what a broken export looks like, not an intent
-    blocker = _prune_blocker(tally, manifest, read_from) if prune and staging.landed else None
-    gone = decisions.gone
-    if prune and staging.landed and blocker is None:
-        gone = _still_listed_removed(store, gone, existing.version, tally.unlanded_ids)
-    pruned = _prune(store, gone, existing.version) if prune and staging.landed and blocker is None else 0
+    blocker, pruned, missing = None, 0, len(decisions.gone)  # missing: not in the manifest, kept
+    if prune and staging.landed:
+        blocker = _prune_blocker(tally, manifest, read_from)
+        if blocker is None:  # every item not listed goes (a row rejected this run still lists its item)
+            pruned = _prune(store, _not_listed(store, decisions.gone, existing.version, tally.unlanded_ids))
+            missing = 0
     rejects.record(store, tally.bad)
     bad_ids = {b.id for b in tally.bad}
     # this run's verdicts replace the source's earlier ones: a row fixed, or gone from the
@@ -552,7 +551,7 @@ def _ingest(store, source, manifest, prune, on_progress, base, roots, types, sch
     return IngestReport(source=source.name, rows=tally.rows, written=written, unchanged=tally.unchanged,
                         rejected=tally.rejected, partial=tally.partial, items_version=store.version(ITEMS),
                         repeated=tally.repeated,
-                        pruned=pruned, missing=max(0, len(gone) - pruned), prune_skipped=blocker,
+                        pruned=pruned, missing=missing, prune_skipped=blocker,
                         prune_refused=bool(prune and not staging.landed and len(decisions.gone)),
                         problems=dict(tally.kinds.most_common()))
 
@@ -600,9 +599,6 @@ def _land(b: _Batch, keep: dict, verdicts: dict, source: SourceConfig, previousl
         if not kept and b.ids is not None and b.ids[k] and k not in verdicts:
             tally.unlanded_ids.append(b.ids[k])
     rows = b.rows
-    if previously_bad:  # only then do clean ids matter: their old rejects are cleared
-        names = rows.column("id").to_pylist()
-        tally.clean_ids += [i for k, i in zip(landed_pos, names) if k not in b.problems and i in previously_bad]
     tally.unchanged += int(keep["unchanged"].sum())
     tally.repeated += int(keep["repeat"].sum())
     if len(keep["new"]) and keep["new"].all():  # a first ingest: the batch as it is (a filter would copy every row)
@@ -705,22 +701,20 @@ def _prune_blocker(tally: _Tally, manifest: Path, read_from: tuple | None) -> st
     return None
 
 
-def _still_listed_removed(store: Store, addresses: np.ndarray, version: int | None, listed: list) -> np.ndarray:
-    """``addresses`` less those of items whose id a rejected row of this run still lists."""
-    if not listed or version is None or not len(addresses):
-        return addresses
+def _not_listed(store: Store, addresses: np.ndarray, version: int | None, listed: list) -> list[str]:
+    """Ids of this source's items at ``addresses`` (read at ``version``, which the commit before
+    left in place) less those a row rejected this run still lists."""
+    if version is None or not len(addresses):
+        return []
     ids = ids_at(store.open(ITEMS, version), addresses.tolist(), slice_rows=SCAN_ROWS)
-    keep = ~np.isin(hash64(ids), np.unique(hash64(pa.array(listed, pa.string()))))
-    return addresses[keep]
+    if listed:
+        ids = ids.filter(pa.array(~np.isin(hash64(ids), np.unique(hash64(pa.array(listed, pa.string()))))))
+    return ids.to_pylist()
 
 
-def _prune(store: Store, addresses: np.ndarray, version: int | None) -> int:
-    """Delete this source's items that the manifest no longer lists (their row addresses at
-    ``version``, which the commit before left in place), and their rows in every table
-    derived from items (embeddings, fused vectors, predictions, dedup groups, clusters)."""
-    if version is None or len(addresses) == 0:
-        return 0
-    gone = ids_at(store.open(ITEMS, version), addresses.tolist(), slice_rows=SCAN_ROWS).to_pylist()
+def _prune(store: Store, gone: list[str]) -> int:
+    """Delete this source's items ``gone`` and their rows in every table derived from items
+    (embeddings, fused vectors, predictions, dedup groups, clusters)."""
     if not gone:
         return 0
     with unfinished.recorded(store, "orphans", "prune"):
@@ -746,8 +740,6 @@ def drop_label(store: Store, name: str) -> int:
             known = [n.removeprefix(LABEL_PREFIX) for n in names if n.startswith(LABEL_PREFIX)]
             raise ConfigError(f"the items table has no label {name!r}" + did_you_mean(name, known)
                               + f" (labels: {known})", fix="name a stored label (plait status lists them)")
-        from flows.maintenance import reset_change_keys
-
         with unfinished.recorded(store, "change-keys", f"drop-label {name}"):
             store.drop_columns(ITEMS, [column])
             reset_change_keys(store)

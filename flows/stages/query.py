@@ -225,36 +225,34 @@ class QuerySpace:
                            fix=f"query a table whose inputs include {kind}")
         return blocks, masks, used, stand_in
 
-    def _one_block_search(self, query: Query) -> tuple[VectorSearch, np.ndarray, list[str], list[str]] | None:
-        """A text or image query that fills one block of a fused table whose blocks are their
-        inputs: ranked on that input table. On the fused rows, the masked query's cosine is
-        scaled by each row's share of that block, so rows lacking the other block came first (a
-        newcomer's exact-text item with an image ranked below other texts without one)."""
-        kind = query.kind()
-        if self.fusion is None or kind not in ("text", "image") or not self.fusion.one_block_is_its_input():
-            return None
-        blocks, masks, used, stand_in = self._blocks(kind, query.text if kind == "text" else query.image)
-        if stand_in or len(used) != 1 or used[0] not in self.inputs:
+    def _one_block(self, used: list[str], stand_in: dict) -> VectorSearch | None:
+        """The search of the one input table a query's single block is ranked on, or None.
+
+        Why: for a fusion whose blocks are their inputs (``one_block_is_its_input``), the masked
+        query's cosine on fused rows is scaled by each row's share of that block, so rows lacking
+        the other block came first (a newcomer's exact-text item with an image ranked below other
+        texts without one). Ranking on the input table is the cosine on that block alone."""
+        if stand_in or len(used) != 1 or used[0] not in self.inputs or not self.fusion.one_block_is_its_input():
             return None
         (m,) = used
         if m not in self._input_search:
             self._input_search[m] = VectorSearch(self.store, self.inputs[m], refresh_seconds=self.refresh_seconds)
-        masked = [x for x in self.fusion.modalities_ if not masks[x][0]]
-        return self._input_search[m], blocks[m][0], used, masked
+        return self._input_search[m]
 
     def ask(self, query: Query, request: SearchRequest = SearchRequest()) -> QueryAnswer:
         self.refresh()
-        one_block = self._one_block_search(query)
-        if one_block is not None:
-            search, vector, used, masked = one_block
-            stand_in = {}
+        kind, search = query.kind(), self.search
+        if self.fusion is not None and kind in ("text", "image"):  # encoded once, then routed
+            blocks, masks, used, stand_in = self._blocks(kind, query.text if kind == "text" else query.image)
+            masked = [m for m in self.fusion.modalities_ if not masks[m][0]]
+            search = self._one_block(used, stand_in) or self.search
+            vector = blocks[used[0]][0] if search is not self.search else self.fusion.transform(blocks, masks)[0]
         else:
-            search = self.search
             vector, used, stand_in, masked = self.embed(query)
         if query.id is not None:
             request = replace(request, exclude=tuple(request.exclude) + (query.id,))
         result = search.search(vector, request)
-        if one_block is not None:
+        if search is not self.search:
             result.notes.append(f"ranked on {search.table}, the {used[0]} block of {self.table} (its other blocks "
                                 f"are masked for this query: on the fused rows, items without them would rank first)")
         dominant = (getattr(self.fusion, "fit_report_", None) or {}).get("dominant")

@@ -18,12 +18,12 @@ from flows.config import HeadConfig
 from flows.progress import bar
 from heads import MultiTaskHeads, TaskSpec, split_masks, task_metrics
 from store import registries
-from store.same_data import same_rows
 from store.artifacts import new_id
 from store.db import Store, vectors_of
 from store.errors import ConfigError, MissingTable
 from store.lease import hold
 from store.lineage import labels_sha256, sha256_json
+from store.same_data import same_rows
 from store.schema import FUSIONS, HEADS, ITEMS, LABEL_PREFIX, fused_table_name
 
 

@@ -380,21 +380,22 @@ def test_cli_validate_on_an_image_bytes_column_names_bytes_not_paths(tmp_path):
     assert "column of image bytes" in detail["fix"] and "fix the paths" not in detail["fix"]
 
 
-def test_cli_validate_notes_classes_that_differ_only_in_case(tmp_path):
-    rows = ["id,text,category"] + [f"i{k},text {k},{['shoes', 'hats', 'Shoes', ' hats '][k % 4]}" for k in range(40)]
+def _validate_one_label(tmp_path, label: str, values: list[str]):
+    """plait validate on a text-only CSV whose one label column holds ``values``."""
+    rows = [f"id,text,{label}"] + [f"i{k},text {k},{v}" for k, v in enumerate(values)]
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
-    (tmp_path / "plait.toml").write_text('[[sources]]\nname = "s"\nmanifest = "m.csv"\nimage = ""\n'
-                                         'labels = ["category"]\n')
-    r = run("validate", "--project", tmp_path)
+    (tmp_path / "plait.toml").write_text(f'[[sources]]\nname = "s"\nmanifest = "m.csv"\nimage = ""\n'
+                                         f'labels = ["{label}"]\n')
+    return run("validate", "--project", tmp_path)
+
+
+def test_cli_validate_notes_classes_that_differ_only_in_case(tmp_path):
+    r = _validate_one_label(tmp_path, "category", [["shoes", "hats", "Shoes", " hats "][k % 4] for k in range(40)])
     assert r.code == 0 and "classes that differ only in case or spaces ('Shoes' / 'shoes'; ' hats ' / 'hats')" in r.out
 
 
 def test_cli_validate_notes_a_label_that_almost_no_sampled_row_has(tmp_path):
-    rows = ["id,text,kind"] + [f"i{k},text {k},{'rare' if k == 0 else ''}" for k in range(100)]
-    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
-    (tmp_path / "plait.toml").write_text('[[sources]]\nname = "s"\nmanifest = "m.csv"\nimage = ""\n'
-                                         'labels = ["kind"]\n')
-    r = run("validate", "--project", tmp_path)
+    r = _validate_one_label(tmp_path, "kind", ["rare" if k == 0 else "" for k in range(100)])
     assert r.code == 0 and "only 1 of the first 100 rows have a 'kind' value" in r.out
 
 

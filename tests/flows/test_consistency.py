@@ -307,20 +307,19 @@ def test_a_prune_stopped_between_its_commits_is_reported_and_finished_by_the_nex
 def test_a_drop_label_stopped_before_its_key_reset_still_refills_the_label(built):
     """Killed between dropping the column and resetting the change keys, the next ingest saw
     every row "unchanged" and the label stayed empty for good (attacker, round 3)."""
-    import flows.maintenance as maintenance
-    from flows.stages.ingest import drop_label
+    import flows.stages.ingest as ingest_stage
 
     store, dataset = built
-    real = maintenance.reset_change_keys
+    real = ingest_stage.reset_change_keys
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
-    maintenance.reset_change_keys = killed
+    ingest_stage.reset_change_keys = killed  # drop-label's step; finishing calls flows.maintenance's own
     try:
         with pytest.raises(KeyboardInterrupt):
-            drop_label(store, "color")
+            ingest_stage.drop_label(store, "color")
     finally:
-        maintenance.reset_change_keys = real
+        ingest_stage.reset_change_keys = real
     assert "label_color" not in store.open(ITEMS).schema.names
     report = ingest(store, SOURCE, dataset)
     assert "change-keys" in report.finished and report.written == 80
