@@ -154,12 +154,19 @@ def optimize(store: Store, older_than: dt.timedelta = dt.timedelta(days=7)) -> l
     pin_registered(store)
     out = []
     for table in store.table_names(internal=True):
-        with hold(store, _lease_name(table), "optimize") if not table.startswith("_") else _nothing():
-            done = store.optimize(table, older_than)
-            if not table.startswith("_"):  # under the lease: no write came between the two versions
+        internal = table.startswith("_")
+        with hold(store, _lease_name(table), "optimize") if not internal else _nothing():
+            # bookkeeping tables (leases...) have no lease of their own and every plait process
+            # reads them: their recent versions stay, or a second optimize running at the same
+            # time deleted the _leases version another process had just opened
+            done = store.optimize(table, max(older_than, INTERNAL_KEEP) if internal else older_than)
+            if not internal:  # under the lease: no write came between the two versions
                 same_data.record(store, table, done["version_before"], done["version_after"])
             out.append(done)
     return out
+
+
+INTERNAL_KEEP = dt.timedelta(hours=1)  # bookkeeping versions younger than this are never removed
 
 
 class _nothing:

@@ -347,7 +347,10 @@ class Store:
         tbl = self._db.open_table(name)
         ds = tbl.to_lance()
         before, version_before = len(ds.versions()), ds.version
-        compaction = ds.optimize.compact_files()
+        # idempotent: a compaction that lost to a concurrent one (a bookkeeping table, which has
+        # no lease) reopens the table and finds what is left to do
+        compaction = retry(lambda: self._db.open_table(name).to_lance().optimize.compact_files(),
+                           what=f"compact {name}")
         try:
             ds.optimize.optimize_indices()
         except Exception:  # a table without indexes

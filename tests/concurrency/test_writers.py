@@ -153,3 +153,55 @@ def test_promote_during_embed_20_rounds_one_active_encoder(tmp_path, workers):
                         {"op": "promote", "store": store.uri}, delay=0.3)
         statuses = [row["status"] for row in encoder_tables.all_tables(store, "text")]
         assert statuses.count("active") == 1 and len(statuses) == 2, f"round {r}: {statuses}"
+
+
+def test_optimize_optimize_rounds_leave_heads_current_and_reused(tmp_path, workers):
+    """Two optimizes at once both record same-rows versions (store.same_data) into one table:
+    neither may fail, and a head trained before them stays current and is reused after."""
+    from fake_encoders import CountingTextEncoder
+    from flows.config import FusionConfig, HeadConfig
+    from flows.maintenance import staleness
+    from flows.stages.embed import embed
+    from flows.stages.fuse import fuse
+    from flows.stages.train import train
+
+    store = Store(str(tmp_path / "store"))
+    head = HeadConfig(name="h", fusion="f", tasks=("kind",), hidden=8, max_epochs=3, baselines=False)
+    for r in range(5):
+        _ingest(store, _manifest(tmp_path / "m.jsonl", 0, 12 * (r + 1)))
+        embed(store, "text", "counting:1", encoder=CountingTextEncoder())
+        fuse(store, FusionConfig(name="f", inputs=("text",)))
+        trained = train(store, head)
+        workers.at_once(*({"op": "optimize", "store": store.uri},) * 2)
+        assert staleness(store)["heads"] == [], f"round {r}"
+        again = train(store, head)
+        assert again.reused and again.version == trained.version, f"round {r}"
+
+
+def test_prune_and_drop_label_at_once_leave_nothing_unfinished_or_orphaned(tmp_path, workers):
+    """Both record themselves in store.unfinished and take the items lease: whichever goes
+    second waits; after both, nothing is pending, no derived row outlives its item, and the
+    next ingest refills the dropped label."""
+    from fake_encoders import CountingTextEncoder
+    from flows.config import FusionConfig
+    from flows.stages.embed import embed
+    from flows.stages.fuse import fuse
+    from store import unfinished
+
+    store = Store(str(tmp_path / "store"))
+    for r in range(5):
+        full = _manifest(tmp_path / "m.jsonl", 0, 40, relabel=r)
+        _ingest(store, full)
+        embed(store, "text", "counting:1", encoder=CountingTextEncoder())
+        fuse(store, FusionConfig(name="f", inputs=("text",)))
+        fewer = _manifest(tmp_path / f"fewer{r}.jsonl", 0, 30 - r)
+        workers.at_once({"op": "prune", "store": store.uri, "manifest": str(fewer)},
+                        {"op": "drop-label", "store": store.uri})
+        assert unfinished.pending(store) == [], f"round {r}"
+        items = set(_ids(store, ITEMS))
+        for t in store.table_names():
+            if t.startswith(("emb__", "fused__")):
+                assert set(_ids(store, t)) <= items, f"round {r}: {t} holds removed items"
+        _ingest(store, full)
+        labels = store.read(ITEMS, ["label_kind"]).column("label_kind").to_pylist()
+        assert len(labels) == 40 and None not in labels, f"round {r}"

@@ -48,6 +48,20 @@ def run(cmd: dict) -> dict:
         cfg = HeadConfig(name="h", fusion="f", tasks=("kind",), hidden=8, max_epochs=3, baselines=False)
         r = train(store, replace(cfg, seed=cmd["seed"]))
         return {"version": r.version, "reused": r.reused}
+    if op == "optimize":
+        import datetime as dt
+
+        from flows.maintenance import optimize
+
+        return {"tables": len(optimize(store, older_than=dt.timedelta(0)))}
+    if op == "prune":
+        r = ingest(store, SourceConfig(name="s", manifest=cmd["manifest"], image=None, labels=("kind",)),
+                   Path(cmd["manifest"]), prune=True)
+        return {"pruned": r.pruned}
+    if op == "drop-label":
+        from flows.stages.ingest import drop_label
+
+        return {"version": drop_label(store, "kind")}
     if op == "promote":
         tables = {r["id"]: r["status"] for r in encoder_tables.all_tables(store, "text")}
         target = next(t for t, s in sorted(tables.items()) if s != "active")
